@@ -1,0 +1,55 @@
+# chatql — run `make help` for the targets.
+SHELL := /bin/bash
+GO    ?= go
+PKGS  := ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: DB_VAR = DATABASE_URL
+run: postgres ## Run the server (no DATABASE_URL: private local Postgres in .data/ with demo data)
+	@mkdir -p bin
+	$(GO) build -o bin/chatql .
+	./bin/chatql
+
+.PHONY: test
+test: DB_VAR = TEST_DATABASE_URL
+test: postgres ## Run vet and the whole test suite against a real PostgreSQL
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+.PHONY: lint
+lint: ## gofmt, go vet, and check that generated code is up to date
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) generate ./... && git diff --exit-code -- graph
+
+.PHONY: generate
+generate: ## Regenerate the gqlgen code from schema.graphqls
+	$(GO) generate ./...
+
+.PHONY: migrate
+migrate: DB_VAR = DATABASE_URL
+migrate: postgres ## Apply pending migrations and exit
+	$(GO) run . migrate
+
+# postgres makes sure Go and, unless $(DB_VAR) names a database, the
+# PostgreSQL server binaries are present: it installs PostgreSQL as root on
+# Debian/Ubuntu, otherwise stops with one line saying what to do.
+.PHONY: postgres
+postgres:
+	@command -v $(GO) >/dev/null 2>&1 || { echo "Go not found: install Go 1.26 or later (https://go.dev/doc/install)"; exit 1; }
+	@if [ -n "$(DB_VAR)" ] && [ -n "$${$(DB_VAR)}" ]; then exit 0; fi; \
+	if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing PostgreSQL (apt-get install -y postgresql)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq postgresql >/dev/null || exit 1; \
+	else \
+		echo "PostgreSQL server binaries (initdb) not found: install them (sudo apt-get install postgresql, or brew install postgresql) or set DATABASE_URL"; \
+		exit 1; \
+	fi

@@ -1,0 +1,227 @@
+// Package config reads chatql's settings from the environment. It reports
+// every bad variable at once, each with the value given and what is
+// accepted, so that a misconfigured deployment fails before it listens and
+// is fixed in one round.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"chatql/dbpool"
+)
+
+// Config is the whole of chatql's configuration.
+type Config struct {
+	// DatabaseURL is the Postgres URL or keyword/value DSN; empty means
+	// "start the private local Postgres in DataDir".
+	DatabaseURL string
+	Pool        dbpool.Config
+	// Migrate applies pending migrations at startup.
+	Migrate bool
+	// ListenAddr is the host:port the HTTP server listens on.
+	ListenAddr string
+	// DataDir holds the local Postgres cluster and dev-mode secrets.
+	DataDir         string
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+	LogFormat       string // "text" or "json"
+}
+
+// Problem is one bad variable.
+type Problem struct {
+	Var, Value, Want string
+}
+
+func (p Problem) String() string {
+	return fmt.Sprintf("%s=%s (want %s)", p.Var, p.Value, p.Want)
+}
+
+// Error lists every bad variable; its message is one line.
+type Error struct {
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.String()
+	}
+	return "bad configuration: " + strings.Join(parts, "; ")
+}
+
+// Load reads the configuration through getenv (os.Getenv in production). A
+// returned error is an *Error naming every bad variable.
+func Load(getenv func(string) string) (Config, error) {
+	r := reader{getenv: getenv}
+	c := Config{
+		DatabaseURL: strings.TrimSpace(getenv("DATABASE_URL")),
+		Pool: dbpool.Config{
+			Size:            r.int("DB_POOL_SIZE", 5, 1),
+			MaxOverflow:     r.int("DB_MAX_OVERFLOW", 10, 0),
+			Timeout:         r.seconds("DB_POOL_TIMEOUT", 30*time.Second, false),
+			Recycle:         r.seconds("DB_POOL_RECYCLE", time.Hour, true),
+			PrePing:         r.bool("DB_POOL_PRE_PING", true),
+			Echo:            r.bool("DB_ECHO", false),
+			ApplicationName: r.string("DB_APPLICATION_NAME", "chatql"),
+		},
+		Migrate:         r.bool("DB_MIGRATE", true),
+		DataDir:         r.string("DATA_DIR", ".data"),
+		ShutdownTimeout: r.seconds("SHUTDOWN_TIMEOUT", 20*time.Second, false),
+		LogLevel:        r.level("LOG_LEVEL"),
+		LogFormat:       r.oneOf("LOG_FORMAT", "text", "text", "json"),
+	}
+	c.ListenAddr = r.listenAddr()
+	if c.DatabaseURL != "" {
+		if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
+			r.problem("DATABASE_URL", redact(c.DatabaseURL), "a postgres:// URL or a keyword/value DSN such as host=... dbname=...")
+		}
+	}
+	if len(r.problems) > 0 {
+		return Config{}, &Error{Problems: r.problems}
+	}
+	return c, nil
+}
+
+// reader collects problems while reading variables, so all are reported.
+type reader struct {
+	getenv   func(string) string
+	problems []Problem
+}
+
+func (r *reader) problem(name, value, want string) {
+	r.problems = append(r.problems, Problem{Var: name, Value: value, Want: want})
+}
+
+func (r *reader) lookup(name string) (string, bool) {
+	v := strings.TrimSpace(r.getenv(name))
+	return v, v != ""
+}
+
+func (r *reader) string(name, def string) string {
+	if v, ok := r.lookup(name); ok {
+		return v
+	}
+	return def
+}
+
+func (r *reader) int(name string, def, min int) int {
+	v, ok := r.lookup(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min {
+		r.problem(name, strconv.Quote(v), fmt.Sprintf("an integer >= %d", min))
+		return def
+	}
+	return n
+}
+
+// seconds accepts a number of seconds ("30", "2.5") or a Go duration
+// ("500ms", "1m"). With disable, "-1" means off and is returned as 0.
+func (r *reader) seconds(name string, def time.Duration, disable bool) time.Duration {
+	v, ok := r.lookup(name)
+	if !ok {
+		return def
+	}
+	want := "a positive number of seconds (30, 2.5) or a Go duration (500ms)"
+	if disable {
+		want += ", or -1 to disable"
+		if v == "-1" {
+			return 0
+		}
+	}
+	d, err := parseSeconds(v)
+	if err != nil || d <= 0 {
+		r.problem(name, strconv.Quote(v), want)
+		return def
+	}
+	return d
+}
+
+func parseSeconds(v string) (time.Duration, error) {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if f > float64(1<<62)/float64(time.Second) {
+			return 0, fmt.Errorf("too large")
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	return time.ParseDuration(v)
+}
+
+func (r *reader) bool(name string, def bool) bool {
+	v, ok := r.lookup(name)
+	if !ok {
+		return def
+	}
+	switch strings.ToLower(v) {
+	case "1", "t", "true", "yes", "y", "on":
+		return true
+	case "0", "f", "false", "no", "n", "off":
+		return false
+	}
+	r.problem(name, strconv.Quote(v), "true or false")
+	return def
+}
+
+func (r *reader) oneOf(name, def string, allowed ...string) string {
+	v, ok := r.lookup(name)
+	if !ok {
+		return def
+	}
+	for _, a := range allowed {
+		if strings.EqualFold(v, a) {
+			return a
+		}
+	}
+	r.problem(name, strconv.Quote(v), "one of "+strings.Join(allowed, ", "))
+	return def
+}
+
+func (r *reader) level(name string) slog.Level {
+	switch r.oneOf(name, "info", "debug", "info", "warn", "error") {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// listenAddr is LISTEN_ADDR when set, else all interfaces on PORT.
+func (r *reader) listenAddr() string {
+	if v, ok := r.lookup("LISTEN_ADDR"); ok {
+		host, port, err := net.SplitHostPort(v)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+			r.problem("LISTEN_ADDR", strconv.Quote(v), "host:port, e.g. 127.0.0.1:8080 or :8080")
+			return ""
+		}
+		return net.JoinHostPort(host, port)
+	}
+	port := r.int("PORT", 8080, 0)
+	if port > 65535 {
+		r.problem("PORT", strconv.Itoa(port), "a port number 0-65535")
+	}
+	return net.JoinHostPort("", strconv.Itoa(port))
+}
+
+// redact hides a password in a database URL before it is printed.
+func redact(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
+		return strconv.Quote(u.Redacted())
+	}
+	if strings.Contains(dsn, "password") {
+		return "(value not shown: it contains a password)"
+	}
+	return strconv.Quote(dsn)
+}

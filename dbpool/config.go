@@ -1,0 +1,60 @@
+package dbpool
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config holds the pool settings. The names and meanings are SQLAlchemy
+// QueuePool's, because that is the vocabulary operators arrive with.
+type Config struct {
+	// Size is the number of connections kept open when idle (≥ 1).
+	Size int
+	// MaxOverflow is the number of extra connections allowed under load,
+	// closed again when returned (≥ 0).
+	MaxOverflow int
+	// Timeout is how long an acquire waits for a connection before failing
+	// with ErrPoolTimeout (> 0).
+	Timeout time.Duration
+	// Recycle is the age after which a connection is closed and replaced the
+	// next time it is acquired or returned; 0 or negative disables it.
+	Recycle time.Duration
+	// PrePing validates a pooled connection before handing it out.
+	PrePing bool
+	// Echo logs every SQL statement (text, duration, rows) at info level.
+	Echo bool
+	// ApplicationName is sent to the server, so that this pool's connections
+	// can be counted in pg_stat_activity.
+	ApplicationName string
+}
+
+// DefaultConfig returns QueuePool's defaults (size 5, overflow 10, timeout
+// 30 s) with a one-hour recycle and pre-ping on.
+func DefaultConfig() Config {
+	return Config{
+		Size:            5,
+		MaxOverflow:     10,
+		Timeout:         30 * time.Second,
+		Recycle:         time.Hour,
+		PrePing:         true,
+		ApplicationName: "chatql",
+	}
+}
+
+// MaxConnections is the hard cap: Size + MaxOverflow.
+func (c Config) MaxConnections() int { return c.Size + c.MaxOverflow }
+
+// Validate reports the first setting that is out of range.
+func (c Config) Validate() error {
+	switch {
+	case c.Size < 1:
+		return fmt.Errorf("pool size %d: must be at least 1", c.Size)
+	case c.MaxOverflow < 0:
+		return fmt.Errorf("max overflow %d: must not be negative", c.MaxOverflow)
+	case c.Timeout <= 0:
+		return fmt.Errorf("pool timeout %s: must be positive", c.Timeout)
+	case c.MaxConnections() > 1<<20:
+		return fmt.Errorf("pool size %d + overflow %d: too large", c.Size, c.MaxOverflow)
+	}
+	return nil
+}

@@ -1,0 +1,245 @@
+package dbpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
+)
+
+// ErrUnavailable is matched (errors.Is) by acquire errors caused by the
+// database itself: it refused or dropped the connection, or is not there.
+var ErrUnavailable = errors.New("database unavailable")
+
+// errAcquireTimeout is the cancellation cause of the deadline Acquire puts
+// on pgxpool, so that our own timeout can be told apart from the caller's.
+var errAcquireTimeout = errors.New("dbpool: acquire deadline")
+
+// neverIdleOut stands in for "no idle timeout": pgxpool closes idle
+// connections older than MaxConnIdleTime (zero would close all of them at
+// every health check), while QueuePool keeps its Size idle connections.
+const neverIdleOut = time.Duration(math.MaxInt64)
+
+// Pool is the bounded connection pool. It is safe for concurrent use. Callers
+// do not acquire connections directly: they use a Scope (one per operation)
+// or WithConn/WithTx (background work), which give connections back on every
+// path.
+type Pool struct {
+	cfg    Config
+	pgx    *pgxpool.Pool
+	logger *slog.Logger
+
+	// mu guards idle and fresh, which track pgx connections by identity.
+	mu sync.Mutex
+	// idle holds the connections admitted back to the idle list and not yet
+	// acquired again; its size decides whether a returned connection is kept.
+	idle map[*pgx.Conn]struct{}
+	// fresh holds connections opened but not handed out yet: they were
+	// validated by connecting, so pre-ping skips them.
+	fresh map[*pgx.Conn]struct{}
+
+	checkedOut  atomic.Int64
+	waiting     atomic.Int64
+	acquires    atomic.Int64
+	timeouts    atomic.Int64
+	invalid     atomic.Int64
+	waitTotalNs atomic.Int64
+	waitMaxNs   atomic.Int64
+	lastTimeout atomic.Int64 // unix nanoseconds of the last acquire timeout
+}
+
+// Option adjusts the pgx configuration of a pool before it is created.
+type Option func(*pgxpool.Config)
+
+// WithTracer adds a query tracer (for example one that counts statements)
+// beside the echo logger when DB_ECHO is on.
+func WithTracer(t pgx.QueryTracer) Option {
+	return func(c *pgxpool.Config) {
+		c.ConnConfig.Tracer = combineTracers(c.ConnConfig.Tracer, t)
+	}
+}
+
+// New creates the pool for connString. It does not connect: connections open
+// on demand. Call Ping to check that the database is reachable.
+func New(connString string, cfg Config, logger *slog.Logger, opts ...Option) (*Pool, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	pc, err := pgxpool.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL: %w", err)
+	}
+	p := &Pool{
+		cfg:    cfg,
+		logger: logger,
+		idle:   make(map[*pgx.Conn]struct{}),
+		fresh:  make(map[*pgx.Conn]struct{}),
+	}
+
+	pc.MaxConns = int32(cfg.MaxConnections())
+	pc.MinConns = 0
+	pc.MinIdleConns = 0
+	pc.MaxConnLifetime = max(cfg.Recycle, 0)
+	pc.MaxConnLifetimeJitter = 0
+	pc.MaxConnIdleTime = neverIdleOut
+	if cfg.ApplicationName != "" {
+		pc.ConnConfig.RuntimeParams["application_name"] = cfg.ApplicationName
+	}
+	if cfg.Echo {
+		pc.ConnConfig.Tracer = echoTracer(logger)
+	}
+	// Pre-ping is done in PrepareConn rather than pgxpool's own ShouldPing,
+	// because only there can a failed ping be counted as invalid.
+	pc.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
+	pc.AfterConnect = p.afterConnect
+	pc.PrepareConn = p.prepareConn
+	pc.AfterRelease = p.afterRelease
+	pc.BeforeClose = p.beforeClose
+	for _, opt := range opts {
+		opt(pc)
+	}
+
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		return nil, fmt.Errorf("create pool: %w", err)
+	}
+	p.pgx = pool
+	return p, nil
+}
+
+// Config returns the settings the pool was created with.
+func (p *Pool) Config() Config { return p.cfg }
+
+// Close closes every connection. It blocks until all borrowed connections
+// are given back, so call it after in-flight work has finished.
+func (p *Pool) Close() { p.pgx.Close() }
+
+// Ping borrows a connection, runs a trivial statement and gives it back.
+func (p *Pool) Ping(ctx context.Context) error {
+	return p.WithConn(ctx, func(db DB) error {
+		_, err := db.Exec(ctx, "SELECT 1")
+		return err
+	})
+}
+
+func (p *Pool) afterConnect(_ context.Context, c *pgx.Conn) error {
+	p.mu.Lock()
+	p.fresh[c] = struct{}{}
+	p.mu.Unlock()
+	return nil
+}
+
+// prepareConn runs on every acquire, for new and idle connections alike.
+func (p *Pool) prepareConn(ctx context.Context, c *pgx.Conn) (bool, error) {
+	p.mu.Lock()
+	delete(p.idle, c)
+	_, isFresh := p.fresh[c]
+	delete(p.fresh, c)
+	p.mu.Unlock()
+	if !p.cfg.PrePing || isFresh {
+		return true, nil
+	}
+	if err := c.Ping(ctx); err != nil {
+		if ctx.Err() != nil {
+			// The caller gave up while we pinged: not the connection's fault.
+			return false, ctx.Err()
+		}
+		p.invalid.Add(1)
+		p.logger.Debug("discarding invalid connection", "pid", c.PgConn().PID(), "err", err)
+		return false, nil // destroy it and let pgxpool try the next one
+	}
+	return true, nil
+}
+
+// afterRelease decides whether a returned connection is kept: only while
+// fewer than Size connections are idle, which gives QueuePool's shrinking.
+// pgxpool runs it in a goroutine of its own.
+func (p *Pool) afterRelease(c *pgx.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.idle) >= p.cfg.Size {
+		return false
+	}
+	p.idle[c] = struct{}{}
+	return true
+}
+
+func (p *Pool) beforeClose(c *pgx.Conn) {
+	p.mu.Lock()
+	delete(p.idle, c)
+	delete(p.fresh, c)
+	p.mu.Unlock()
+}
+
+// acquire borrows a connection, waiting at most Config.Timeout. It returns
+// how long it waited. Errors are classified: *TimeoutError (ErrPoolTimeout)
+// for our timeout, the caller's own context error for cancellation,
+// ErrUnavailable for a database that cannot be reached, ErrClosed for a
+// closed pool.
+func (p *Pool) acquire(ctx context.Context) (*pgxpool.Conn, time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, fmt.Errorf("acquire connection: %w", err)
+	}
+	start := time.Now()
+	p.waiting.Add(1)
+	actx, cancel := context.WithTimeoutCause(ctx, p.cfg.Timeout, errAcquireTimeout)
+	conn, err := p.pgx.Acquire(actx)
+	timedOut := errors.Is(context.Cause(actx), errAcquireTimeout)
+	cancel()
+	p.waiting.Add(-1)
+	wait := time.Since(start)
+
+	if err != nil {
+		return nil, wait, p.acquireError(ctx, err, timedOut)
+	}
+	p.checkedOut.Add(1)
+	p.acquires.Add(1)
+	p.waitTotalNs.Add(int64(wait))
+	for {
+		old := p.waitMaxNs.Load()
+		if int64(wait) <= old || p.waitMaxNs.CompareAndSwap(old, int64(wait)) {
+			break
+		}
+	}
+	return conn, wait, nil
+}
+
+func (p *Pool) acquireError(ctx context.Context, err error, timedOut bool) error {
+	var connectErr *pgconn.ConnectError
+	switch {
+	case errors.Is(err, puddle.ErrClosedPool):
+		return ErrClosed
+	case ctx.Err() != nil:
+		return fmt.Errorf("acquire connection: %w", context.Cause(ctx))
+	case errors.As(err, &connectErr):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case timedOut:
+		p.timeouts.Add(1)
+		p.lastTimeout.Store(time.Now().UnixNano())
+		return &TimeoutError{Size: p.cfg.Size, MaxOverflow: p.cfg.MaxOverflow, Timeout: p.cfg.Timeout}
+	default:
+		return fmt.Errorf("%w: acquire connection: %w", ErrUnavailable, err)
+	}
+}
+
+// release gives a connection back. pgxpool destroys it if it is broken, in a
+// transaction or expired; a broken one is counted as invalid.
+func (p *Pool) release(c *pgxpool.Conn) {
+	if c.Conn().IsClosed() {
+		p.invalid.Add(1)
+	}
+	p.checkedOut.Add(-1)
+	c.Release()
+}

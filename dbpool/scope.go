@@ -1,0 +1,290 @@
+package dbpool
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DB is what code that runs SQL takes: a Scope, including the one WithConn
+// and WithTx pass to their functions. Rows are read inside Rows' callback,
+// while the connection is held; nothing outlives the call.
+type DB interface {
+	// Exec runs a statement that returns no rows.
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	// Rows runs a query and calls read with its rows. read must only scan
+	// (pgx.CollectRows and friends): the connection is held meanwhile.
+	Rows(ctx context.Context, sql string, args []any, read func(pgx.Rows) error) error
+}
+
+// Collect runs a query on db and maps every row with fn.
+func Collect[T any](ctx context.Context, db DB, sql string, args []any, fn pgx.RowToFunc[T]) ([]T, error) {
+	var out []T
+	err := db.Rows(ctx, sql, args, func(rows pgx.Rows) error {
+		var err error
+		out, err = pgx.CollectRows(rows, fn)
+		return err
+	})
+	return out, err
+}
+
+// CollectOne runs a query on db and maps its first row with fn; it returns
+// pgx.ErrNoRows when there is none.
+func CollectOne[T any](ctx context.Context, db DB, sql string, args []any, fn pgx.RowToFunc[T]) (T, error) {
+	var out T
+	err := db.Rows(ctx, sql, args, func(rows pgx.Rows) error {
+		var err error
+		out, err = pgx.CollectOneRow(rows, fn)
+		return err
+	})
+	return out, err
+}
+
+// Scope lends one unit of work (a GraphQL operation, a background job) at
+// most one pooled connection. The connection is borrowed on first use, so a
+// scope that never runs SQL never touches the pool, and it is held until
+// Release.
+//
+// A Scope is safe for concurrent use: gqlgen resolves fields in parallel,
+// while a pgx connection serves one statement at a time. Statements are
+// serialised, and each one's rows are read completely before the next may
+// start, so no caller code runs while the connection is locked beyond
+// scanning rows.
+//
+// Release is idempotent and safe to call from a deferred function after a
+// panic or from another goroutine when the work's context is cancelled.
+type Scope struct {
+	pool *Pool
+	// sem is a one-slot semaphore granting exclusive use of conn and tx; a
+	// channel rather than a mutex so that waiting honours the context.
+	sem      chan struct{}
+	conn     *pgxpool.Conn
+	tx       pgx.Tx
+	released bool
+	borrowed bool
+
+	borrowedAt  time.Time
+	acquireWait time.Duration
+	held        time.Duration
+	statements  atomic.Int64
+}
+
+// ScopeStats describes what a scope cost: the statements it ran, how long it
+// waited for its connection and how long it held it.
+type ScopeStats struct {
+	Statements  int
+	Borrowed    bool
+	AcquireWait time.Duration
+	Held        time.Duration
+}
+
+// Scope returns a new scope on the pool. It does not borrow anything yet.
+func (p *Pool) Scope() *Scope {
+	return &Scope{pool: p, sem: make(chan struct{}, 1)}
+}
+
+// WithConn runs fn with a scope that is released when fn returns or panics.
+// It is for work outside GraphQL operations (startup, background jobs), so
+// that no code path holds a connection past its function.
+func (p *Pool) WithConn(ctx context.Context, fn func(db DB) error) error {
+	s := p.Scope()
+	defer s.Release()
+	return fn(s)
+}
+
+// WithTx is WithConn inside a transaction: committed when fn returns nil,
+// rolled back when it returns an error or panics.
+func (p *Pool) WithTx(ctx context.Context, fn func(db DB) error) error {
+	s := p.Scope()
+	defer s.Release()
+	return s.InTx(ctx, func(context.Context) error { return fn(s) })
+}
+
+func (s *Scope) lock(ctx context.Context) error {
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for connection of scope: %w", context.Cause(ctx))
+	}
+}
+
+func (s *Scope) unlock() { <-s.sem }
+
+// querier is what pgxpool.Conn and pgx.Tx have in common.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// borrowLocked borrows the connection if the scope has none. s.sem is held.
+func (s *Scope) borrowLocked(ctx context.Context) error {
+	if s.released {
+		return ErrScopeReleased
+	}
+	if s.conn != nil {
+		return nil
+	}
+	conn, wait, err := s.pool.acquire(ctx)
+	s.acquireWait += wait
+	if err != nil {
+		return err
+	}
+	s.conn = conn
+	s.borrowed = true
+	s.borrowedAt = time.Now()
+	return nil
+}
+
+// run gives fn exclusive use of the connection (or the open transaction).
+func (s *Scope) run(ctx context.Context, fn func(q querier) error) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.unlock()
+	if err := s.borrowLocked(ctx); err != nil {
+		return err
+	}
+	s.statements.Add(1)
+	if s.tx != nil {
+		return fn(s.tx)
+	}
+	return fn(s.conn)
+}
+
+// Exec implements DB.
+func (s *Scope) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	var tag pgconn.CommandTag
+	err := s.run(ctx, func(q querier) error {
+		var err error
+		tag, err = q.Exec(ctx, sql, args...)
+		return err
+	})
+	return tag, err
+}
+
+// Rows implements DB.
+func (s *Scope) Rows(ctx context.Context, sql string, args []any, read func(pgx.Rows) error) error {
+	return s.run(ctx, func(q querier) error {
+		rows, err := q.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		if err := read(rows); err != nil {
+			return err
+		}
+		rows.Close()
+		return rows.Err()
+	})
+}
+
+// InTx runs fn inside a transaction on the scope's connection: every
+// statement the scope runs meanwhile, from any goroutine, is part of it. The
+// transaction commits when fn returns nil and rolls back when it returns an
+// error or panics. Called inside a transaction, InTx joins it.
+func (s *Scope) InTx(ctx context.Context, fn func(ctx context.Context) error) (err error) {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	if s.tx != nil {
+		s.unlock()
+		return fn(ctx)
+	}
+	if err := s.borrowLocked(ctx); err != nil {
+		s.unlock()
+		return err
+	}
+	s.statements.Add(1)
+	tx, err := s.conn.Begin(ctx)
+	if err != nil {
+		s.unlock()
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	s.tx = tx
+	s.unlock()
+
+	done := false
+	defer func() {
+		if !done {
+			s.endTx(ctx, false) // error or panic: roll back
+		}
+	}()
+	if err := fn(ctx); err != nil {
+		return err
+	}
+	done = true
+	return s.endTx(ctx, true)
+}
+
+// endTx commits or rolls back the open transaction. A rollback must happen
+// even when ctx is already cancelled, hence WithoutCancel.
+func (s *Scope) endTx(ctx context.Context, commit bool) error {
+	s.sem <- struct{}{}
+	defer s.unlock()
+	tx := s.tx
+	if tx == nil {
+		return nil
+	}
+	s.tx = nil
+	s.statements.Add(1)
+	if commit {
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := tx.Rollback(rctx); err != nil {
+		return fmt.Errorf("rollback: %w", err)
+	}
+	return nil
+}
+
+// Release gives the connection back to the pool, rolling back a transaction
+// left open. It waits for a statement in flight on another goroutine to
+// finish. After Release the scope refuses further use with ErrScopeReleased.
+func (s *Scope) Release() {
+	s.sem <- struct{}{}
+	defer s.unlock()
+	if s.released {
+		return
+	}
+	s.released = true
+	if s.conn == nil {
+		return
+	}
+	if s.tx != nil {
+		// If the rollback fails the connection is still in a transaction,
+		// and pgxpool destroys it on release rather than reuse it.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.tx.Rollback(ctx)
+		cancel()
+		s.tx = nil
+	}
+	s.held = time.Since(s.borrowedAt)
+	s.pool.release(s.conn)
+	s.conn = nil
+}
+
+// Stats reports what the scope has cost so far.
+func (s *Scope) Stats() ScopeStats {
+	s.sem <- struct{}{}
+	defer s.unlock()
+	st := ScopeStats{
+		Statements:  int(s.statements.Load()),
+		Borrowed:    s.borrowed,
+		AcquireWait: s.acquireWait,
+		Held:        s.held,
+	}
+	if s.conn != nil {
+		st.Held = time.Since(s.borrowedAt)
+	}
+	return st
+}

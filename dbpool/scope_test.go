@@ -1,0 +1,236 @@
+package dbpool_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"chatql/dbpool"
+)
+
+// TestScopeConcurrentUse: many goroutines share one scope, as gqlgen's
+// resolvers do; they all succeed on exactly one borrowed connection.
+func TestScopeConcurrentUse(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(3, 2, 5*time.Second))
+	ctx := context.Background()
+	s := p.Scope()
+	defer s.Release()
+
+	const n = 50
+	var wg sync.WaitGroup
+	pids := make([]uint32, n)
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rows, err := dbpool.Collect(ctx, s, "SELECT pg_backend_pid()::bigint FROM generate_series(1, $1::int)", []any{i + 1}, pgx.RowTo[int64])
+			if err != nil {
+				errs <- err
+				return
+			}
+			if len(rows) != i+1 {
+				errs <- errors.New("short result")
+				return
+			}
+			pids[i] = uint32(rows[0])
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent query: %v", err)
+	}
+	for i := range pids {
+		if pids[i] != pids[0] {
+			t.Fatalf("queries ran on different backends: %d and %d", pids[0], pids[i])
+		}
+	}
+	st := p.Stats()
+	if st.AcquireCount != 1 || st.CheckedOut != 1 {
+		t.Errorf("one scope borrowed %d connections (checked out %d), want 1", st.AcquireCount, st.CheckedOut)
+	}
+	if got := s.Stats().Statements; got != n {
+		t.Errorf("scope counted %d statements, want %d", got, n)
+	}
+	s.Release()
+	if got := p.Stats().CheckedOut; got != 0 {
+		t.Errorf("checked out after release: %d", got)
+	}
+}
+
+func TestScopeUnusedNeverAcquires(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(1, 0, time.Second))
+	s := p.Scope()
+	s.Release()
+	s.Release()
+	if st := p.Stats(); st.AcquireCount != 0 || st.Total != 0 {
+		t.Fatalf("an unused scope touched the pool: %+v", st)
+	}
+	if st := s.Stats(); st.Borrowed || st.Statements != 0 {
+		t.Fatalf("unused scope stats: %+v", st)
+	}
+}
+
+// TestScopeReleasePaths: the connection comes back after success, a SQL
+// error, a panic in the caller and a cancelled context.
+func TestScopeReleasePaths(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(1, 0, 2*time.Second))
+	ctx := context.Background()
+
+	checkReturned := func(t *testing.T) {
+		t.Helper()
+		if got := p.Stats().CheckedOut; got != 0 {
+			t.Fatalf("checked out = %d after release", got)
+		}
+		// With size 1 and overflow 0, a leak would make this time out.
+		if err := p.Ping(ctx); err != nil {
+			t.Fatalf("pool unusable after release: %v", err)
+		}
+	}
+
+	t.Run("success", func(t *testing.T) {
+		s := p.Scope()
+		if _, err := s.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		s.Release()
+		checkReturned(t)
+	})
+	t.Run("sql error", func(t *testing.T) {
+		s := p.Scope()
+		if _, err := s.Exec(ctx, "SELECT * FROM no_such_table"); err == nil {
+			t.Fatal("bad SQL succeeded")
+		}
+		// The connection is still good for the rest of the scope.
+		if _, err := s.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatalf("scope unusable after a SQL error: %v", err)
+		}
+		s.Release()
+		checkReturned(t)
+	})
+	t.Run("panic", func(t *testing.T) {
+		func() {
+			defer func() { _ = recover() }()
+			s := p.Scope()
+			defer s.Release()
+			if _, err := s.Exec(ctx, "SELECT 1"); err != nil {
+				t.Fatal(err)
+			}
+			panic("resolver bug")
+		}()
+		checkReturned(t)
+	})
+	t.Run("panic while reading rows", func(t *testing.T) {
+		s := p.Scope()
+		func() {
+			defer func() { _ = recover() }()
+			_ = s.Rows(ctx, "SELECT 1", nil, func(pgx.Rows) error { panic("scan bug") })
+		}()
+		// The lock was given back: the scope still works and releases.
+		if _, err := s.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatalf("scope stuck after a panic: %v", err)
+		}
+		s.Release()
+		checkReturned(t)
+	})
+	t.Run("cancelled context", func(t *testing.T) {
+		s := p.Scope()
+		cctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(cctx, s.Release) // what operation middleware does
+		defer stop()
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.Exec(cctx, "SELECT pg_sleep(30)")
+			done <- err
+		}()
+		eventually(t, 5*time.Second, "query running", func() bool { return p.Stats().CheckedOut == 1 })
+		cancel()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatal("cancelled query succeeded")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("cancelled query did not return")
+		}
+		eventually(t, 5*time.Second, "released on cancel", func() bool { return p.Stats().CheckedOut == 0 })
+		if _, err := s.Exec(ctx, "SELECT 1"); !errors.Is(err, dbpool.ErrScopeReleased) {
+			t.Fatalf("use after release: err = %v, want ErrScopeReleased", err)
+		}
+		checkReturned(t)
+	})
+}
+
+func TestScopeTransactions(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(1, 0, 2*time.Second))
+	ctx := context.Background()
+	if err := p.WithConn(ctx, func(db dbpool.DB) error {
+		_, err := db.Exec(ctx, "CREATE TABLE t (v text PRIMARY KEY)")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	count := func(v string) int {
+		t.Helper()
+		var n int
+		err := p.WithConn(ctx, func(db dbpool.DB) error {
+			var err error
+			n, err = dbpool.CollectOne(ctx, db, "SELECT count(*)::int FROM t WHERE v = $1", []any{v}, pgx.RowTo[int])
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	insert := func(db dbpool.DB, v string) error {
+		_, err := db.Exec(ctx, "INSERT INTO t VALUES ($1)", v)
+		return err
+	}
+
+	if err := p.WithTx(ctx, func(db dbpool.DB) error { return insert(db, "committed") }); err != nil {
+		t.Fatal(err)
+	}
+	errBoom := errors.New("boom")
+	if err := p.WithTx(ctx, func(db dbpool.DB) error {
+		if err := insert(db, "returned error"); err != nil {
+			return err
+		}
+		return errBoom
+	}); !errors.Is(err, errBoom) {
+		t.Fatalf("WithTx err = %v", err)
+	}
+	func() {
+		defer func() { _ = recover() }()
+		_ = p.WithTx(ctx, func(db dbpool.DB) error {
+			_ = insert(db, "panicked")
+			panic("bug")
+		})
+	}()
+	// A scope released with its transaction still open rolls it back.
+	s := p.Scope()
+	func() {
+		defer func() { _ = recover() }()
+		_ = s.InTx(ctx, func(ctx context.Context) error {
+			_ = insert(s, "released mid-transaction")
+			s.Release()
+			panic("stop")
+		})
+	}()
+
+	if count("committed") != 1 || count("returned error") != 0 || count("panicked") != 0 || count("released mid-transaction") != 0 {
+		t.Fatal("transaction outcomes wrong")
+	}
+	if st := p.Stats(); st.CheckedOut != 0 {
+		t.Fatalf("checked out after transactions: %+v", st)
+	}
+}

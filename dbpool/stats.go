@@ -1,0 +1,77 @@
+package dbpool
+
+import "time"
+
+// exhaustedFor is how long after an acquire timeout the status stays
+// "exhausted", so that a monitor polling now and then still sees it.
+const exhaustedFor = 60 * time.Second
+
+// Status words of a Stats snapshot.
+const (
+	StatusOK        = "ok"        // nobody is waiting for a connection
+	StatusBusy      = "busy"      // at least one acquire is waiting right now
+	StatusExhausted = "exhausted" // an acquire timed out in the last 60 s
+)
+
+// Stats is the one snapshot of the pool that every report uses: the health
+// endpoint encodes it as JSON with these snake_case keys, the poolStatus
+// query and the metrics read the same fields. Taking one never touches a
+// connection.
+type Stats struct {
+	Status         string `json:"status"`
+	PoolSize       int    `json:"pool_size"`
+	MaxOverflow    int    `json:"max_overflow"`
+	MaxConnections int    `json:"max_connections"`
+	// CheckedOut counts connections borrowed by callers right now.
+	CheckedOut int `json:"checked_out"`
+	// CheckedIn counts idle connections.
+	CheckedIn int `json:"checked_in"`
+	// Total counts open connections, including ones being opened.
+	Total int `json:"total"`
+	// Overflow counts open connections beyond PoolSize (never negative).
+	Overflow int `json:"overflow"`
+	// Invalid counts connections discarded because they were found broken.
+	Invalid int `json:"invalid"`
+	// Waiting counts acquires in progress right now.
+	Waiting      int `json:"waiting"`
+	AcquireCount int `json:"acquire_count"`
+	// Timeouts counts acquires that hit the pool timeout.
+	Timeouts         int     `json:"timeouts"`
+	AvgAcquireWaitMs float64 `json:"avg_acquire_wait_ms"`
+	MaxAcquireWaitMs float64 `json:"max_acquire_wait_ms"`
+	// Recycled counts connections closed because they reached the recycle age.
+	Recycled int `json:"recycled"`
+}
+
+// Stats returns a snapshot of the pool. It is cheap and never blocks on a
+// connection, so it answers even while the pool is exhausted.
+func (p *Pool) Stats() Stats {
+	ps := p.pgx.Stat()
+	s := Stats{
+		PoolSize:         p.cfg.Size,
+		MaxOverflow:      p.cfg.MaxOverflow,
+		MaxConnections:   p.cfg.MaxConnections(),
+		CheckedOut:       int(p.checkedOut.Load()),
+		CheckedIn:        int(ps.IdleConns()),
+		Total:            int(ps.TotalConns()),
+		Invalid:          int(p.invalid.Load()),
+		Waiting:          int(p.waiting.Load()),
+		AcquireCount:     int(p.acquires.Load()),
+		Timeouts:         int(p.timeouts.Load()),
+		MaxAcquireWaitMs: float64(p.waitMaxNs.Load()) / float64(time.Millisecond),
+		Recycled:         int(ps.MaxLifetimeDestroyCount()),
+	}
+	s.Overflow = max(s.Total-s.PoolSize, 0)
+	if s.AcquireCount > 0 {
+		s.AvgAcquireWaitMs = float64(p.waitTotalNs.Load()) / float64(s.AcquireCount) / float64(time.Millisecond)
+	}
+	switch last := p.lastTimeout.Load(); {
+	case last != 0 && time.Since(time.Unix(0, last)) < exhaustedFor:
+		s.Status = StatusExhausted
+	case s.Waiting > 0:
+		s.Status = StatusBusy
+	default:
+		s.Status = StatusOK
+	}
+	return s
+}

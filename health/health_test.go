@@ -1,0 +1,149 @@
+package health_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"chatql/dbpool"
+	"chatql/health"
+	"chatql/localpg/pgtest"
+	"chatql/migrations"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(pgtest.Main(m, func(ctx context.Context, url string) error {
+		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
+		return err
+	}))
+}
+
+func newServer(t *testing.T, cfg dbpool.Config) (*dbpool.Pool, *httptest.Server) {
+	t.Helper()
+	pool, err := dbpool.New(pgtest.NewDatabase(t), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	health.Register(mux, pool, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() { srv.Close(); pool.Close() })
+	return pool, srv
+}
+
+func get(t *testing.T, url string, into any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		t.Fatalf("decode %s: %v", url, err)
+	}
+	return resp.StatusCode
+}
+
+func TestLiveness(t *testing.T) {
+	t.Parallel()
+	_, srv := newServer(t, dbpool.DefaultConfig())
+	var body map[string]string
+	if code := get(t, srv.URL+"/health", &body); code != 200 || body["status"] != "ok" {
+		t.Fatalf("/health = %d %v", code, body)
+	}
+}
+
+// TestPoolEndpointUnderExhaustion: with every connection checked out and
+// callers queueing, /health/db-pool still answers at once and says busy.
+func TestPoolEndpointUnderExhaustion(t *testing.T) {
+	t.Parallel()
+	cfg := dbpool.DefaultConfig()
+	cfg.Size, cfg.MaxOverflow, cfg.Timeout = 1, 1, 10*time.Second
+	pool, srv := newServer(t, cfg)
+	ctx := context.Background()
+
+	holders := []*dbpool.Scope{pool.Scope(), pool.Scope()}
+	for _, s := range holders {
+		if _, err := s.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var waiters sync.WaitGroup
+	for range 3 {
+		waiters.Add(1)
+		go func() {
+			defer waiters.Done()
+			_ = pool.Ping(ctx)
+		}()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for pool.Stats().Waiting < 3 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	var worst time.Duration
+	var snap dbpool.Stats
+	for range 20 {
+		start := time.Now()
+		if code := get(t, srv.URL+"/health/db-pool", &snap); code != 200 {
+			t.Fatalf("status %d", code)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	t.Logf("slowest /health/db-pool of 20 while exhausted: %s", worst)
+	if worst > 50*time.Millisecond {
+		t.Errorf("/health/db-pool took %s while the pool was exhausted", worst)
+	}
+	if snap.Waiting < 1 || snap.Status != dbpool.StatusBusy || snap.CheckedOut != 2 || snap.MaxConnections != 2 {
+		t.Errorf("snapshot while exhausted: %+v", snap)
+	}
+
+	for _, s := range holders {
+		s.Release()
+	}
+	waiters.Wait()
+	if code := get(t, srv.URL+"/health/db-pool", &snap); code != 200 || snap.Status != dbpool.StatusOK || snap.CheckedOut != 0 {
+		t.Errorf("after release: %d %+v", code, snap)
+	}
+}
+
+func TestReadiness(t *testing.T) {
+	t.Parallel()
+	cfg := dbpool.DefaultConfig()
+	cfg.Size, cfg.MaxOverflow, cfg.Timeout = 1, 0, 500*time.Millisecond
+	pool, srv := newServer(t, cfg)
+	var body map[string]string
+	if code := get(t, srv.URL+"/health/ready", &body); code != 200 {
+		t.Fatalf("/health/ready = %d %v", code, body)
+	}
+
+	// Pool exhausted: the only connection is held.
+	s := pool.Scope()
+	if _, err := s.Exec(context.Background(), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if code := get(t, srv.URL+"/health/ready", &body); code != 503 || body["reason"] != health.ReasonPoolExhausted {
+		t.Errorf("exhausted: /health/ready = %d %v", code, body)
+	}
+	s.Release()
+
+	// Database unreachable.
+	down, err := dbpool.New("postgres://nobody@127.0.0.1:1/none", cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	mux := http.NewServeMux()
+	health.Register(mux, down, slog.New(slog.DiscardHandler))
+	downSrv := httptest.NewServer(mux)
+	defer downSrv.Close()
+	if code := get(t, downSrv.URL+"/health/ready", &body); code != 503 || body["reason"] != health.ReasonUnreachable {
+		t.Errorf("unreachable: /health/ready = %d %v", code, body)
+	}
+}

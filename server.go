@@ -1,0 +1,266 @@
+// Command chatql is a GraphQL API server for chat applications on
+// PostgreSQL, built so that it never exhausts its database connection
+// budget.
+//
+//	chatql           serve (the default)
+//	chatql migrate   apply pending migrations and exit
+//
+// Configuration comes from the environment, and from a .env file in the
+// working directory when there is one (real environment variables win).
+// Without DATABASE_URL, chatql starts a private PostgreSQL in .data/.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/playground"
+	"github.com/joho/godotenv"
+
+	"chatql/config"
+	"chatql/dbpool"
+	"chatql/demo"
+	"chatql/graph"
+	"chatql/health"
+	"chatql/localpg"
+	"chatql/migrations"
+)
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitConfig = 2 // bad configuration or usage: nothing was started
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := loadDotEnv(".env"); err != nil {
+		fmt.Fprintln(os.Stderr, "chatql:", err)
+		os.Exit(exitConfig)
+	}
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr))
+}
+
+// loadDotEnv loads path into the environment if it exists, without
+// overriding variables that are already set.
+func loadDotEnv(path string) error {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := godotenv.Load(path); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	return nil
+}
+
+// run is the whole program: it returns the exit code. Tests call it with
+// their own environment; it returns when ctx is cancelled (a signal).
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "chatql:", err)
+		return exitConfig
+	}
+	logger := newLogger(cfg, stderr)
+
+	command := "serve"
+	if len(args) > 0 {
+		command = args[0]
+	}
+	switch command {
+	case "serve":
+		err = serve(ctx, cfg, logger)
+	case "migrate":
+		err = migrate(ctx, cfg, logger)
+	default:
+		fmt.Fprintf(stderr, "chatql: unknown command %q (want serve or migrate)\n", command)
+		return exitConfig
+	}
+	if err != nil {
+		if errors.Is(err, localpg.ErrNotInstalled) {
+			fmt.Fprintln(stderr, "chatql:", localpg.ErrNotInstalled)
+		} else {
+			logger.Error("chatql stopped", "err", err)
+		}
+		return exitFailed
+	}
+	return exitOK
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// database is the database chatql runs on: DATABASE_URL, or the private
+// local cluster, which close stops.
+type database struct {
+	url     string
+	local   *localpg.Cluster
+	devMode bool
+}
+
+func (d *database) close(logger *slog.Logger) {
+	if d.local == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.local.Stop(ctx); err != nil {
+		logger.Error("stop local postgres", "err", err)
+	}
+}
+
+// openDatabase returns DATABASE_URL, or starts the local cluster in
+// DATA_DIR/postgres and returns the URL of its "chatql" database.
+func openDatabase(ctx context.Context, cfg config.Config, logger *slog.Logger) (*database, error) {
+	if cfg.DatabaseURL != "" {
+		return &database{url: cfg.DatabaseURL}, nil
+	}
+	dir, err := filepath.Abs(filepath.Join(cfg.DataDir, "postgres"))
+	if err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	cluster, err := localpg.Open(ctx, localpg.Options{Dir: dir, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	if err := cluster.Start(ctx); err != nil {
+		return nil, err
+	}
+	db := &database{url: cluster.URL("chatql"), local: cluster, devMode: true}
+	if err := cluster.EnsureDatabase(ctx, "chatql"); err != nil {
+		db.close(logger)
+		return nil, err
+	}
+	return db, nil
+}
+
+func migrate(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+	db, err := openDatabase(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer db.close(logger)
+	version, err := migrations.Up(ctx, db.url, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("database migrated", "version", version)
+	return nil
+}
+
+func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+	db, err := openDatabase(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer db.close(logger)
+
+	if cfg.Migrate {
+		version, err := migrations.Up(ctx, db.url, logger)
+		if err != nil {
+			return err
+		}
+		logger.Info("database schema up to date", "version", version)
+	}
+
+	pool, err := dbpool.New(db.url, cfg.Pool, logger)
+	if err != nil {
+		return err
+	}
+	// pool.Close waits for borrowed connections; by the time it runs the
+	// HTTP server has drained.
+	defer pool.Close()
+	pingCtx, cancel := context.WithTimeout(ctx, cfg.Pool.Timeout)
+	err = pool.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connect to database: %w", err)
+	}
+	logger.Info("connection pool ready",
+		"pool_size", cfg.Pool.Size, "max_overflow", cfg.Pool.MaxOverflow,
+		"timeout", cfg.Pool.Timeout, "recycle", cfg.Pool.Recycle, "pre_ping", cfg.Pool.PrePing)
+
+	if db.devMode {
+		seeded, err := demo.Seed(ctx, pool)
+		if err != nil {
+			return err
+		}
+		if seeded {
+			logger.Info("demo data seeded", "users", len(demo.Users), "password", demo.Password)
+		}
+	}
+
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	srv := &http.Server{
+		Handler:           newHandler(pool, logger),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// A response may wait up to the pool timeout for a connection first.
+		WriteTimeout: cfg.Pool.Timeout + 30*time.Second,
+		IdleTimeout:  120 * time.Second,
+		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	logger.Info("chatql listening", "addr", ln.Addr().String(),
+		"playground", "http://"+playgroundHost(ln.Addr())+"/")
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+
+	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		// In-flight requests outlived the timeout: cut them off so that
+		// their connections come back and the pool can close.
+		logger.Warn("requests still in flight at shutdown timeout; closing them", "err", err)
+		srv.Close()
+	}
+	logger.Info("http server stopped")
+	return nil
+}
+
+// newHandler builds the whole HTTP surface; tests use it as the server does.
+func newHandler(pool *dbpool.Pool, logger *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	health.Register(mux, pool, logger)
+	mux.Handle("/query", graph.NewHandler(pool, logger))
+	mux.Handle("GET /{$}", playground.Handler("chatql", "/query"))
+	return mux
+}
+
+// playgroundHost turns a listen address into something a browser can open.
+func playgroundHost(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok || tcp.IP.IsUnspecified() {
+		if ok {
+			return fmt.Sprintf("localhost:%d", tcp.Port)
+		}
+		return addr.String()
+	}
+	return tcp.String()
+}

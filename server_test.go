@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"chatql/localpg/pgtest"
+	"chatql/migrations"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(pgtest.Main(m, func(ctx context.Context, url string) error {
+		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
+		return err
+	}))
+}
+
+// buildBinary builds chatql once per test that needs the real process.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "chatql")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestBadConfiguration runs the built binary with each bad value: it must
+// exit 2 before listening, with one line naming the variable and value.
+func TestBadConfiguration(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	cases := []struct {
+		env  []string
+		want []string
+	}{
+		{[]string{"DB_POOL_SIZE=abc"}, []string{`DB_POOL_SIZE="abc"`, "integer >= 1"}},
+		{[]string{"DB_POOL_SIZE=0"}, []string{`DB_POOL_SIZE="0"`, "integer >= 1"}},
+		{[]string{"DB_MAX_OVERFLOW=-3"}, []string{`DB_MAX_OVERFLOW="-3"`, "integer >= 0"}},
+		{[]string{"DB_POOL_TIMEOUT=0"}, []string{`DB_POOL_TIMEOUT="0"`, "positive number of seconds"}},
+		{[]string{"DB_POOL_RECYCLE=soon"}, []string{`DB_POOL_RECYCLE="soon"`, "-1 to disable"}},
+		{[]string{"DB_ECHO=maybe"}, []string{`DB_ECHO="maybe"`, "true or false"}},
+		{[]string{"DATABASE_URL=postgres://u:secret@host:notaport/db"}, []string{"DATABASE_URL=", "postgres:// URL"}},
+		{[]string{"LOG_FORMAT=xml"}, []string{`LOG_FORMAT="xml"`, "text, json"}},
+		// Every bad variable is reported at once, on one line.
+		{[]string{"DB_POOL_SIZE=abc", "DB_MAX_OVERFLOW=-3", "DB_ECHO=maybe"},
+			[]string{`DB_POOL_SIZE="abc"`, `DB_MAX_OVERFLOW="-3"`, `DB_ECHO="maybe"`}},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.env, " "), func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(bin)
+			cmd.Dir = t.TempDir() // no .env, no .data
+			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LISTEN_ADDR=127.0.0.1:1"}, tc.env...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			code := -1
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			out := strings.TrimSpace(stderr.String())
+			if code != 2 {
+				t.Fatalf("exit code %d, want 2; stderr:\n%s", code, out)
+			}
+			if strings.Count(out, "\n") != 0 {
+				t.Errorf("want one line, got:\n%s", out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("stderr %q does not mention %q", out, w)
+				}
+			}
+			if strings.Contains(out, "secret") {
+				t.Errorf("stderr leaks the password: %s", out)
+			}
+		})
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func countBackends(t *testing.T, appName string) int {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgtest.SuperuserURL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", appName).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestGracefulShutdown sends SIGTERM while a request is in flight: the
+// request completes, the process exits 0 and leaves no backend behind.
+func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	addr := freeAddr(t)
+	appName := fmt.Sprintf("chatql-shutdown-%d", time.Now().UnixNano())
+
+	cmd := exec.Command(bin)
+	cmd.Dir = t.TempDir()
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"DATABASE_URL=" + pgtest.NewDatabase(t),
+		"LISTEN_ADDR=" + addr,
+		"DB_APPLICATION_NAME=" + appName,
+		"DB_POOL_SIZE=2",
+	}
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	base := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/health/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server never became ready; logs:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := countBackends(t, appName); n == 0 {
+		t.Fatal("server holds no connection after readiness check: application_name not applied?")
+	}
+
+	// A request in flight: headers sent, the body still arriving.
+	query := `{"query":"{ poolStatus { status checkedOut } }"}`
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /query HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", addr, len(query), query[:10])
+	time.Sleep(100 * time.Millisecond) // let the server start reading the request
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The listener closes, so new connections are refused...
+	refused := false
+	for range 100 {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			refused = true
+			break
+		}
+		c.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !refused {
+		t.Error("server still accepts connections after SIGTERM")
+	}
+	// ...while the request in flight completes.
+	if _, err := io.WriteString(conn, query[10:]); err != nil {
+		t.Fatalf("finish request body: %v", err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	if !bytes.HasPrefix(resp, []byte("HTTP/1.1 200")) || !bytes.Contains(resp, []byte(`"poolStatus"`)) {
+		t.Fatalf("in-flight request did not complete: %s", resp)
+	}
+
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit: %v; logs:\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("process did not exit; logs:\n%s", logs.String())
+	}
+	// A backend leaves pg_stat_activity a moment after its client hangs up.
+	for start := time.Now(); countBackends(t, appName) != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 2*time.Second {
+			t.Fatalf("%d backends of the stopped process remain", countBackends(t, appName))
+		}
+	}
+}
