@@ -184,9 +184,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// pool.Close waits for borrowed connections; by the time it runs the
-	// HTTP server has drained.
-	defer pool.Close()
+	// By the time the pool closes the HTTP server has drained.
+	defer closePool(pool, logger)
 	pingCtx, cancel := context.WithTimeout(ctx, cfg.Pool.Timeout)
 	err = pool.Ping(pingCtx)
 	cancel()
@@ -242,6 +241,23 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 	logger.Info("http server stopped")
 	return nil
+}
+
+// closePool closes the pool, waiting a bounded time for borrowed
+// connections: a connection leaked by a bug must not keep the process from
+// exiting (its socket closes with the process).
+func closePool(pool *dbpool.Pool, logger *slog.Logger) {
+	closed := make(chan struct{})
+	go func() {
+		pool.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		logger.Info("connection pool closed")
+	case <-time.After(10 * time.Second):
+		logger.Error("connections still checked out at exit; exiting anyway", "checked_out", pool.Stats().CheckedOut)
+	}
 }
 
 // newHandler builds the whole HTTP surface; tests use it as the server does.

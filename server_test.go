@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -217,4 +218,124 @@ func TestGracefulShutdown(t *testing.T) {
 			t.Fatalf("%d backends of the stopped process remain", countBackends(t, appName))
 		}
 	}
+}
+
+// startProcess runs the binary with env in dir and waits for readiness.
+type process struct {
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	exited chan error
+}
+
+func startProcess(t *testing.T, bin, dir string, env ...string) *process {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(bin)
+	cmd.Dir = dir
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LISTEN_ADDR=" + addr}, env...)
+	p := &process{cmd: cmd, logs: &syncBuffer{}, exited: make(chan error, 1)}
+	cmd.Stderr = p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/health/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		select {
+		case err := <-p.exited:
+			t.Fatalf("process exited before ready: %v; logs:\n%s", err, p.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready; logs:\n%s", p.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *process) stop(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil && sig != os.Kill {
+			t.Fatalf("exit after %v: %v; logs:\n%s", sig, err, p.logs.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no exit after %v; logs:\n%s", sig, p.logs.String())
+	}
+}
+
+// TestLocalPostgres is `make run` without DATABASE_URL: the first run
+// creates the cluster, migrates and seeds; Ctrl-C stops the cluster; the
+// next run reuses the data without seeding again; a killed run's orphaned
+// server does not block the one after.
+func TestLocalPostgres(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	// The cluster runs as the postgres user when we are root: its parent
+	// directories must be traversable by it.
+	dir, err := os.MkdirTemp("", "chatql-run-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	pidFile := filepath.Join(dir, ".data", "postgres", "postmaster.pid")
+
+	first := startProcess(t, bin, dir)
+	for _, want := range []string{"local postgres started", "demo data seeded", "playground=http://"} {
+		if !strings.Contains(first.logs.String(), want) {
+			t.Errorf("first run logs lack %q:\n%s", want, first.logs.String())
+		}
+	}
+	first.stop(t, os.Interrupt)
+	if !strings.Contains(first.logs.String(), "local postgres stopped") {
+		t.Errorf("Ctrl-C did not stop the cluster:\n%s", first.logs.String())
+	}
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Errorf("postmaster.pid still there after Ctrl-C: %v", err)
+	}
+
+	second := startProcess(t, bin, dir)
+	if strings.Contains(second.logs.String(), "demo data seeded") {
+		t.Errorf("second run seeded again:\n%s", second.logs.String())
+	}
+	second.stop(t, os.Kill) // a crash: the cluster is orphaned
+
+	third := startProcess(t, bin, dir)
+	third.stop(t, syscall.SIGTERM)
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Errorf("postmaster.pid still there after SIGTERM: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -215,10 +215,20 @@ func (r *reader) listenAddr() string {
 	return net.JoinHostPort("", strconv.Itoa(port))
 }
 
-// redact hides a password in a database URL before it is printed.
+// redact hides a password in a database URL or DSN before it is printed.
+// It works on malformed input too, since that is when it is printed.
 func redact(dsn string) string {
 	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
 		return strconv.Quote(u.Redacted())
+	}
+	if scheme, rest, ok := strings.Cut(dsn, "://"); ok {
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			user, _, hasPassword := strings.Cut(rest[:at], ":")
+			if hasPassword {
+				rest = user + ":xxxxx" + rest[at:]
+			}
+		}
+		return strconv.Quote(scheme + "://" + rest)
 	}
 	if strings.Contains(dsn, "password") {
 		return "(value not shown: it contains a password)"

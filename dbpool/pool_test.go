@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -14,16 +15,24 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"go.uber.org/goleak"
+
 	"chatql/dbpool"
 	"chatql/localpg/pgtest"
 	"chatql/migrations"
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(pgtest.Main(m, func(ctx context.Context, url string) error {
+	code := pgtest.Main(m, func(ctx context.Context, url string) error {
 		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
 		return err
-	}))
+	})
+	// Every pool is closed by its test: no goroutine may outlive them.
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 // testPool is a pool on a fresh database with an application_name of its

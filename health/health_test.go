@@ -3,6 +3,7 @@ package health_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"chatql/dbpool"
 	"chatql/health"
 	"chatql/localpg/pgtest"
@@ -18,10 +21,16 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(pgtest.Main(m, func(ctx context.Context, url string) error {
+	code := pgtest.Main(m, func(ctx context.Context, url string) error {
 		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
 		return err
-	}))
+	})
+	// Every pool is closed by its test: no goroutine may outlive them.
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 func newServer(t *testing.T, cfg dbpool.Config) (*dbpool.Pool, *httptest.Server) {

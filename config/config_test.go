@@ -1,0 +1,100 @@
+package config
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Pool
+	if p.Size != 5 || p.MaxOverflow != 10 || p.Timeout != 30*time.Second || p.Recycle != time.Hour ||
+		!p.PrePing || p.Echo || p.ApplicationName != "chatql" {
+		t.Errorf("pool defaults: %+v", p)
+	}
+	if c.DatabaseURL != "" || !c.Migrate || c.ListenAddr != ":8080" || c.LogLevel != slog.LevelInfo || c.LogFormat != "text" || c.DataDir != ".data" {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func TestSupabaseBlock(t *testing.T) {
+	c, err := Load(env(map[string]string{
+		"DB_POOL_SIZE": "3", "DB_MAX_OVERFLOW": "2", "DB_POOL_TIMEOUT": "30",
+		"DB_POOL_RECYCLE": "1800", "DB_ECHO": "false", "PORT": "9000",
+		"DATABASE_URL": "postgresql://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:5432/postgres",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Pool.Size != 3 || c.Pool.MaxOverflow != 2 || c.Pool.MaxConnections() != 5 || c.Pool.Recycle != 30*time.Minute || c.ListenAddr != ":9000" {
+		t.Errorf("supabase block: %+v", c)
+	}
+}
+
+func TestDurations(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"30": 30 * time.Second, "2.5": 2500 * time.Millisecond, "500ms": 500 * time.Millisecond, "1m": time.Minute,
+	} {
+		c, err := Load(env(map[string]string{"DB_POOL_TIMEOUT": in}))
+		if err != nil || c.Pool.Timeout != want {
+			t.Errorf("DB_POOL_TIMEOUT=%s: %v %v, want %v", in, c.Pool.Timeout, err, want)
+		}
+	}
+	c, err := Load(env(map[string]string{"DB_POOL_RECYCLE": "-1"}))
+	if err != nil || c.Pool.Recycle != 0 {
+		t.Errorf("DB_POOL_RECYCLE=-1: %v %v, want disabled", c.Pool.Recycle, err)
+	}
+}
+
+func TestKeywordValueDSN(t *testing.T) {
+	if _, err := Load(env(map[string]string{"DATABASE_URL": "host=127.0.0.1 port=5432 dbname=chat user=app"})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAllProblemsAtOnce(t *testing.T) {
+	_, err := Load(env(map[string]string{
+		"DB_POOL_SIZE": "abc", "DB_MAX_OVERFLOW": "-3", "DB_POOL_TIMEOUT": "0", "DB_ECHO": "maybe",
+		"DB_POOL_RECYCLE": "0", "LOG_LEVEL": "loud", "PORT": "70000",
+		"DATABASE_URL": "postgres://u:hunter2@host:notaport/db",
+	}))
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v, want *Error", err)
+	}
+	var vars []string
+	for _, p := range ce.Problems {
+		vars = append(vars, p.Var)
+	}
+	want := "DB_POOL_SIZE DB_MAX_OVERFLOW DB_POOL_TIMEOUT DB_POOL_RECYCLE DB_ECHO LOG_LEVEL PORT DATABASE_URL"
+	if got := strings.Join(vars, " "); got != want {
+		t.Errorf("problems for %q, want %q", got, want)
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "\n") || strings.Contains(msg, "hunter2") {
+		t.Errorf("message must be one line without the password: %q", msg)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://u:pw@h/db":          `"postgres://u:xxxxx@h/db"`,
+		"postgres://u:pw@h:bad/db":      `"postgres://u:xxxxx@h:bad/db"`,
+		"postgres://h/db":               `"postgres://h/db"`,
+		"host=h password=pw dbname=x y": "(value not shown: it contains a password)",
+	} {
+		if got := redact(in); got != want {
+			t.Errorf("redact(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

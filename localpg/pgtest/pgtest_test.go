@@ -1,0 +1,107 @@
+package pgtest_test
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"chatql/localpg/pgtest"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(pgtest.Main(m, migrate))
+}
+
+// migrate stands in for chatql/migrations.Up: one table is enough to tell a
+// migrated database from a blank one.
+func migrate(ctx context.Context, databaseURL string) error {
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "CREATE TABLE t (x int)")
+	return err
+}
+
+func connect(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func TestNewDatabase(t *testing.T) {
+	var mu sync.Mutex
+	var names []string
+
+	t.Run("group", func(t *testing.T) {
+		for _, test := range []string{"a", "b"} {
+			t.Run(test, func(t *testing.T) {
+				t.Parallel()
+				conn := connect(t, pgtest.NewDatabase(t))
+				var name string
+				if err := conn.QueryRow(t.Context(), "SELECT current_database()").Scan(&name); err != nil {
+					t.Fatal(err)
+				}
+				mu.Lock()
+				names = append(names, name)
+				mu.Unlock()
+
+				// The migration's table is there, and empty: each test
+				// has its own copy.
+				if _, err := conn.Exec(t.Context(), "INSERT INTO t VALUES (1)"); err != nil {
+					t.Fatal(err)
+				}
+				var n int
+				if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM t").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n != 1 {
+					t.Errorf("t has %d rows, want only this test's 1", n)
+				}
+			})
+		}
+	})
+
+	if len(names) != 2 || names[0] == names[1] {
+		t.Fatalf("databases = %v, want two different ones", names)
+	}
+	// Both were dropped when their tests ended.
+	conn := connect(t, pgtest.SuperuserURL("postgres"))
+	var left int
+	if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM pg_database WHERE datname = ANY($1)", names).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d of %v still exist", left, names)
+	}
+}
+
+func TestCluster(t *testing.T) {
+	t.Parallel()
+	c := pgtest.Cluster()
+	if c == nil {
+		t.Skip("TEST_DATABASE_URL is set: there is no throwaway cluster to restart")
+	}
+	url := pgtest.NewDatabase(t)
+	if err := c.Restart(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, url) // the database survives a restart
+
+	var super bool
+	conn := connect(t, pgtest.SuperuserURL("postgres"))
+	if err := conn.QueryRow(t.Context(), "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&super); err != nil {
+		t.Fatal(err)
+	}
+	if !super {
+		t.Error("SuperuserURL does not connect as a superuser")
+	}
+}
