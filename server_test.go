@@ -339,3 +339,36 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestMigrateCommand: `chatql migrate` applies the schema and exits 0.
+func TestMigrateCommand(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	ctx := context.Background()
+	name := fmt.Sprintf("migrate_%d", time.Now().UnixNano())
+	admin, err := pgx.Connect(ctx, pgtest.SuperuserURL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)")
+
+	cmd := exec.Command(bin, "migrate")
+	cmd.Dir = t.TempDir()
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + pgtest.SuperuserURL(name)}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	conn, err := pgx.Connect(ctx, pgtest.SuperuserURL(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var tables int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('users','conversations','conversation_participants','messages')").Scan(&tables); err != nil || tables != 4 {
+		t.Fatalf("tables after migrate: %d %v", tables, err)
+	}
+}

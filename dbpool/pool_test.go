@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -410,4 +411,47 @@ func TestBadConfig(t *testing.T) {
 			t.Errorf("New accepted %+v", cfg)
 		}
 	}
+}
+
+// TestEcho: DB_ECHO logs each statement with its text and command tag.
+func TestEcho(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	cfg := config(1, 0, time.Second)
+	cfg.Echo = true
+	p, err := dbpool.New(pgtest.NewDatabase(t), cfg, slog.New(slog.NewTextHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	if err := p.WithConn(ctx, func(db dbpool.DB) error {
+		_, err := db.Exec(ctx, "SELECT 42 AS echo_me")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{"sql Query", "SELECT 42 AS echo_me", "commandTag=\"SELECT 1\"", "time="} {
+		if !strings.Contains(out, want) {
+			t.Errorf("echo log lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
