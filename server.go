@@ -12,12 +12,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -27,6 +30,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/joho/godotenv"
 
+	"chatql/auth"
 	"chatql/config"
 	"chatql/dbpool"
 	"chatql/demo"
@@ -196,6 +200,10 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		"pool_size", cfg.Pool.Size, "max_overflow", cfg.Pool.MaxOverflow,
 		"timeout", cfg.Pool.Timeout, "recycle", cfg.Pool.Recycle, "pre_ping", cfg.Pool.PrePing)
 
+	api := apiConfig{pool: pool, logger: logger, cfg: cfg, devMode: db.devMode}
+	if api.tokens, err = newTokens(cfg, db.devMode); err != nil {
+		return err
+	}
 	if db.devMode {
 		seeded, err := demo.Seed(ctx, pool)
 		if err != nil {
@@ -204,6 +212,10 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		if seeded {
 			logger.Info("demo data seeded", "users", len(demo.Users), "password", demo.Password)
 		}
+		if api.demoHeader, err = demoHeader(ctx, pool, api.tokens); err != nil {
+			return err
+		}
+		logger.Info("demo Authorization header (signed in as "+demo.Users[0].Email+")", "header", "Authorization: "+api.demoHeader)
 	}
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
@@ -211,7 +223,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
 	srv := &http.Server{
-		Handler:           newHandler(pool, logger),
+		Handler:           newHandler(api),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// A response may wait up to the pool timeout for a connection first.
@@ -260,13 +272,97 @@ func closePool(pool *dbpool.Pool, logger *slog.Logger) {
 	}
 }
 
+// apiConfig is what the HTTP surface is built from.
+type apiConfig struct {
+	pool    *dbpool.Pool
+	tokens  *auth.Tokens
+	logger  *slog.Logger
+	cfg     config.Config
+	devMode bool
+	// demoHeader is the Authorization value the dev-mode playground sends.
+	demoHeader string
+}
+
 // newHandler builds the whole HTTP surface; tests use it as the server does.
-func newHandler(pool *dbpool.Pool, logger *slog.Logger) http.Handler {
+func newHandler(api apiConfig) http.Handler {
+	dbStats := api.devMode
+	if api.cfg.DBStats != nil {
+		dbStats = *api.cfg.DBStats
+	}
 	mux := http.NewServeMux()
-	health.Register(mux, pool, logger)
-	mux.Handle("/query", graph.NewHandler(pool, logger))
-	mux.Handle("GET /{$}", playground.Handler("chatql", "/query"))
+	health.Register(mux, api.pool, api.logger)
+	mux.Handle("/query", graph.NewHandler(graph.Options{
+		Pool:          api.pool,
+		Tokens:        api.tokens,
+		Logger:        api.logger,
+		AutoProvision: api.cfg.AutoProvision,
+		Introspection: api.cfg.Introspection,
+		DBStats:       dbStats,
+	}))
+	mux.Handle("GET /{$}", playgroundHandler(api.demoHeader))
 	return mux
+}
+
+// playgroundHandler serves GraphiQL on /query. A visit without a query
+// opens the inbox example; in dev mode the demo header is filled in.
+func playgroundHandler(demoHeader string) http.Handler {
+	opts := []playground.GraphiqlConfigOption{playground.WithGraphiqlPersistStateInURL(true)}
+	if demoHeader != "" {
+		opts = append(opts, playground.WithGraphiqlUiHeaders(map[string]string{"Authorization": demoHeader}))
+	}
+	page := playground.Handler("chatql", "/query", opts...)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery == "" {
+			http.Redirect(w, r, "/?query="+url.QueryEscape(graph.InboxQuery), http.StatusFound)
+			return
+		}
+		page(w, r)
+	})
+}
+
+// newTokens builds the token issuer from JWT_SECRET; in dev mode without
+// one, from a secret generated once and kept in DATA_DIR.
+func newTokens(cfg config.Config, devMode bool) (*auth.Tokens, error) {
+	secret := cfg.JWTSecret
+	if secret == "" {
+		if !devMode {
+			return nil, errors.New("JWT_SECRET is not set")
+		}
+		var err error
+		if secret, err = devSecret(filepath.Join(cfg.DataDir, "jwt-secret")); err != nil {
+			return nil, err
+		}
+	}
+	return auth.NewTokens([]byte(secret), cfg.JWTTTL)
+}
+
+// devSecret reads the secret at path, creating it on first use.
+func devSecret(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(b) >= config.MinJWTSecretLength {
+		return string(b), nil
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return "", fmt.Errorf("generate dev JWT secret: %w", err)
+	}
+	secret := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(secret), 0o600); err != nil {
+		return "", fmt.Errorf("store dev JWT secret: %w", err)
+	}
+	return secret, nil
+}
+
+// demoHeader signs in the first demo user for the playground.
+func demoHeader(ctx context.Context, pool *dbpool.Pool, tokens *auth.Tokens) (string, error) {
+	id, err := demo.UserID(ctx, pool, demo.Users[0].Email)
+	if err != nil {
+		return "", err
+	}
+	token, _, err := tokens.Issue(id)
+	if err != nil {
+		return "", fmt.Errorf("issue demo token: %w", err)
+	}
+	return "Bearer " + token, nil
 }
 
 // playgroundHost turns a listen address into something a browser can open.

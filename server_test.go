@@ -30,6 +30,8 @@ func TestMain(m *testing.M) {
 	}))
 }
 
+const testSecret = "test-secret-0123456789abcdef-0123456789"
+
 // buildBinary builds chatql once per test that needs the real process.
 func buildBinary(t *testing.T) string {
 	t.Helper()
@@ -67,7 +69,7 @@ func TestBadConfiguration(t *testing.T) {
 			t.Parallel()
 			cmd := exec.Command(bin)
 			cmd.Dir = t.TempDir() // no .env, no .data
-			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LISTEN_ADDR=127.0.0.1:1"}, tc.env...)
+			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LISTEN_ADDR=127.0.0.1:1", "JWT_SECRET=" + testSecret}, tc.env...)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			err := cmd.Run()
@@ -135,6 +137,7 @@ func TestGracefulShutdown(t *testing.T) {
 		"LISTEN_ADDR=" + addr,
 		"DB_APPLICATION_NAME=" + appName,
 		"DB_POOL_SIZE=2",
+		"JWT_SECRET=" + testSecret,
 	}
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
@@ -358,7 +361,7 @@ func TestMigrateCommand(t *testing.T) {
 
 	cmd := exec.Command(bin, "migrate")
 	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + pgtest.SuperuserURL(name)}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + pgtest.SuperuserURL(name), "JWT_SECRET=" + testSecret}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}

@@ -33,7 +33,24 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
 	LogFormat       string // "text" or "json"
+
+	// JWTSecret signs and verifies access tokens (HS256). Empty is allowed
+	// only with the local database: dev mode then keeps a generated one.
+	JWTSecret string
+	// JWTTTL is how long tokens from signIn and signUp are valid.
+	JWTTTL time.Duration
+	// AutoProvision creates the user row on a Supabase user's first request.
+	AutoProvision bool
+	// Introspection allows GraphQL schema introspection.
+	Introspection bool
+	// DBStats adds extensions.db to every GraphQL response. nil means the
+	// default: on in dev mode (local database), off otherwise.
+	DBStats *bool
 }
+
+// MinJWTSecretLength is the shortest JWT_SECRET accepted: HS256 is only as
+// strong as its key.
+const MinJWTSecretLength = 32
 
 // Problem is one bad variable.
 type Problem struct {
@@ -77,9 +94,23 @@ func Load(getenv func(string) string) (Config, error) {
 		ShutdownTimeout: r.seconds("SHUTDOWN_TIMEOUT", 20*time.Second, false),
 		LogLevel:        r.level("LOG_LEVEL"),
 		LogFormat:       r.oneOf("LOG_FORMAT", "text", "text", "json"),
+		JWTSecret:       r.string("JWT_SECRET", ""),
+		JWTTTL:          r.seconds("JWT_TTL", 24*time.Hour, false),
+		AutoProvision:   r.bool("AUTH_AUTO_PROVISION", true),
+		Introspection:   r.bool("GRAPHQL_INTROSPECTION", true),
+	}
+	if _, set := r.lookup("GRAPHQL_DB_STATS"); set {
+		v := r.bool("GRAPHQL_DB_STATS", false)
+		c.DBStats = &v
+	}
+	if c.JWTSecret != "" && len(c.JWTSecret) < MinJWTSecretLength {
+		r.problem("JWT_SECRET", fmt.Sprintf("(%d characters, not shown)", len(c.JWTSecret)), fmt.Sprintf("at least %d characters", MinJWTSecretLength))
 	}
 	c.ListenAddr = r.listenAddr()
 	if c.DatabaseURL != "" {
+		if c.JWTSecret == "" {
+			r.problem("JWT_SECRET", `""`, fmt.Sprintf("a secret of at least %d characters (required with DATABASE_URL; Supabase: the project's JWT secret)", MinJWTSecretLength))
+		}
 		if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
 			r.problem("DATABASE_URL", redact(c.DatabaseURL), "a postgres:// URL or a keyword/value DSN such as host=... dbname=...")
 		}

@@ -8,6 +8,8 @@ import (
 	"time"
 )
 
+const testSecret = "0123456789abcdef0123456789abcdef"
+
 func env(vars map[string]string) func(string) string {
 	return func(k string) string { return vars[k] }
 }
@@ -30,7 +32,7 @@ func TestDefaults(t *testing.T) {
 func TestSupabaseBlock(t *testing.T) {
 	c, err := Load(env(map[string]string{
 		"DB_POOL_SIZE": "3", "DB_MAX_OVERFLOW": "2", "DB_POOL_TIMEOUT": "30",
-		"DB_POOL_RECYCLE": "1800", "DB_ECHO": "false", "PORT": "9000",
+		"DB_POOL_RECYCLE": "1800", "DB_ECHO": "false", "PORT": "9000", "JWT_SECRET": testSecret,
 		"DATABASE_URL": "postgresql://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:5432/postgres",
 	}))
 	if err != nil {
@@ -57,7 +59,7 @@ func TestDurations(t *testing.T) {
 }
 
 func TestKeywordValueDSN(t *testing.T) {
-	if _, err := Load(env(map[string]string{"DATABASE_URL": "host=127.0.0.1 port=5432 dbname=chat user=app"})); err != nil {
+	if _, err := Load(env(map[string]string{"DATABASE_URL": "host=127.0.0.1 port=5432 dbname=chat user=app", "JWT_SECRET": testSecret})); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -76,7 +78,7 @@ func TestAllProblemsAtOnce(t *testing.T) {
 	for _, p := range ce.Problems {
 		vars = append(vars, p.Var)
 	}
-	want := "DB_POOL_SIZE DB_MAX_OVERFLOW DB_POOL_TIMEOUT DB_POOL_RECYCLE DB_ECHO LOG_LEVEL PORT DATABASE_URL"
+	want := "DB_POOL_SIZE DB_MAX_OVERFLOW DB_POOL_TIMEOUT DB_POOL_RECYCLE DB_ECHO LOG_LEVEL PORT JWT_SECRET DATABASE_URL"
 	if got := strings.Join(vars, " "); got != want {
 		t.Errorf("problems for %q, want %q", got, want)
 	}
@@ -96,5 +98,20 @@ func TestRedact(t *testing.T) {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestJWTSecret(t *testing.T) {
+	_, err := Load(env(map[string]string{"JWT_SECRET": "short"}))
+	if err == nil || !strings.Contains(err.Error(), "JWT_SECRET=(5 characters, not shown)") {
+		t.Errorf("short secret: %v", err)
+	}
+	_, err = Load(env(map[string]string{"DATABASE_URL": "postgres://h/db"}))
+	if err == nil || !strings.Contains(err.Error(), "JWT_SECRET") {
+		t.Errorf("DATABASE_URL without JWT_SECRET: %v", err)
+	}
+	c, err := Load(env(map[string]string{"GRAPHQL_DB_STATS": "false", "AUTH_AUTO_PROVISION": "false", "JWT_TTL": "1h"}))
+	if err != nil || c.DBStats == nil || *c.DBStats || c.AutoProvision || c.JWTTTL != time.Hour {
+		t.Errorf("auth and graphql settings: %+v %v", c, err)
 	}
 }

@@ -3,7 +3,12 @@ package dbpool
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ErrPoolTimeout is matched (errors.Is) by the error an acquire returns when
@@ -30,3 +35,18 @@ func (e *TimeoutError) Error() string {
 
 // Is makes errors.Is(err, ErrPoolTimeout) true.
 func (e *TimeoutError) Is(target error) bool { return target == ErrPoolTimeout }
+
+// IsConnectionLost reports an error caused by the connection itself rather
+// than by the statement: the backend was terminated or the server shut down
+// (SQLSTATE 57P01-57P03, class 08), or the socket broke or was closed.
+// Such a connection is discarded when returned; the next acquire gets a
+// fresh one.
+func IsConnectionLost(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, pgconn.ErrConnClosed)
+}

@@ -2,6 +2,7 @@ package dbpool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,10 @@ type Scope struct {
 	tx       pgx.Tx
 	released bool
 	borrowed bool
+	// failed is the error of a failed borrow. It sticks, so that the many
+	// resolvers of an operation that could not get a connection fail at once
+	// instead of each waiting out the pool timeout in turn.
+	failed error
 
 	borrowedAt  time.Time
 	acquireWait time.Duration
@@ -130,9 +135,15 @@ func (s *Scope) borrowLocked(ctx context.Context) error {
 	if s.conn != nil {
 		return nil
 	}
+	if s.failed != nil {
+		return s.failed
+	}
 	conn, wait, err := s.pool.acquire(ctx)
 	s.acquireWait += wait
 	if err != nil {
+		if errors.Is(err, ErrPoolTimeout) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) {
+			s.failed = err
+		}
 		return err
 	}
 	s.conn = conn

@@ -234,3 +234,36 @@ func TestScopeTransactions(t *testing.T) {
 		t.Fatalf("checked out after transactions: %+v", st)
 	}
 }
+
+// TestScopeTimeoutSticks: once a scope could not borrow, its other callers
+// fail at once rather than each waiting out the timeout again.
+func TestScopeTimeoutSticks(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(1, 0, 200*time.Millisecond))
+	ctx := context.Background()
+	holder := p.Scope()
+	defer holder.Release()
+	if _, err := holder.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	s := p.Scope()
+	defer s.Release()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Exec(ctx, "SELECT 1"); !errors.Is(err, dbpool.ErrPoolTimeout) {
+				t.Errorf("err = %v, want ErrPoolTimeout", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("10 callers of one scope took %s: each waited for the pool", d)
+	}
+	if got := p.Stats().Timeouts; got != 1 {
+		t.Errorf("timeouts = %d, want 1", got)
+	}
+}

@@ -138,3 +138,17 @@ func Seed(ctx context.Context, pool *dbpool.Pool) (bool, error) {
 	})
 	return seeded, err
 }
+
+// UserID returns the id of the demo user with the given email.
+func UserID(ctx context.Context, pool *dbpool.Pool, email string) (string, error) {
+	var id string
+	err := pool.WithConn(ctx, func(db dbpool.DB) error {
+		var err error
+		id, err = dbpool.CollectOne(ctx, db, "SELECT id::text FROM users WHERE lower(email) = lower($1)", []any{email}, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("find demo user %s: %w", email, err)
+	}
+	return id, nil
+}

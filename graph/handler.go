@@ -1,27 +1,86 @@
 package graph
 
 import (
-	"log/slog"
 	"net/http"
+	"strconv"
 
+	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
-
-	"chatql/dbpool"
 )
 
-// NewHandler returns the GraphQL endpoint: POST and GET transports, a parsed
-// query cache, introspection and automatic persisted queries.
-func NewHandler(pool *dbpool.Pool, logger *slog.Logger) http.Handler {
-	srv := handler.New(NewExecutableSchema(Config{Resolvers: &Resolver{Pool: pool}}))
+// DefaultComplexityLimit is far above what the inbox query costs (about
+// 2,000) and far below what a deliberately deep or wide query costs: list
+// fields multiply their children's cost by their page size.
+const DefaultComplexityLimit = 20000
+
+// CodeComplexityLimit is gqlgen's code for an operation over the limit.
+const CodeComplexityLimit = "COMPLEXITY_LIMIT_EXCEEDED"
+
+// listCost is what an unbounded list (participants) is assumed to hold.
+const listCost = 10
+
+func init() {
+	// An operation over the complexity limit is refused before it runs;
+	// registering the code makes it an HTTP 422 like other request errors.
+	errcode.RegisterErrorType(CodeComplexityLimit, errcode.KindProtocol)
+}
+
+// NewHandler returns the GraphQL endpoint: GET and POST transports, a
+// parsed-query cache, automatic persisted queries, a complexity limit,
+// introspection when enabled, and the operation middleware.
+func NewHandler(opts Options) http.Handler {
+	if opts.ComplexityLimit == 0 {
+		opts.ComplexityLimit = DefaultComplexityLimit
+	}
+	state := &handlerState{
+		opts:       opts,
+		retryAfter: strconv.Itoa(max(1, int(opts.Pool.Config().Timeout.Seconds()/2))),
+	}
+	cfg := Config{Resolvers: &Resolver{opts: opts}}
+	setComplexity(&cfg.Complexity)
+
+	srv := handler.New(NewExecutableSchema(cfg))
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
-	srv.Use(extension.Introspection{})
-	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
-	return srv
+	srv.SetErrorPresenter(errorPresenter(opts.Logger))
+	srv.SetRecoverFunc(recoverFunc(opts.Logger))
+	if opts.Introspection {
+		srv.Use(extension.Introspection{})
+	}
+	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](1000)})
+	srv.Use(extension.FixedComplexityLimit(opts.ComplexityLimit))
+	srv.AroundOperations(state.aroundOperations)
+	return withHTTPStatus(srv)
 }
+
+// setComplexity makes paginated fields cost their page size times their
+// children, so that nesting lists multiplies.
+func setComplexity(c *ComplexityRoot) {
+	page := func(child int, first *int) int {
+		n := 20
+		if first != nil && *first > 0 {
+			n = *first
+		}
+		return 1 + n*child
+	}
+	c.Query.Conversations = func(child int, first *int, _ *string) int { return page(child, first) }
+	c.Conversation.Messages = func(child int, first *int, _ *string) int { return page(child, first) }
+	c.Conversation.Participants = func(child int) int { return 1 + listCost*child }
+}
+
+// InboxQuery is what a chat client's inbox screen asks for: the example in
+// the playground, and the query the tests and benchmarks measure.
+const InboxQuery = `query Inbox {
+  conversations(first: 20) { edges { node {
+    id title unreadCount
+    participants { id displayName }
+    lastMessage { id body author { id displayName } }
+    messages(first: 10) { nodes { id body createdAt author { id displayName } } }
+  } } }
+}`

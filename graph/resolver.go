@@ -1,13 +1,36 @@
-// Package graph owns chatql's GraphQL layer: the generated executable schema,
-// the resolvers, and the wiring of per-operation state.
+// Package graph owns chatql's GraphQL layer: the generated executable
+// schema, the resolvers, the dataloaders, the operation middleware that
+// gives every operation its own scope on the pool, and error presentation.
 package graph
 
 //go:generate go tool gqlgen generate
 
-import "chatql/dbpool"
+import (
+	"log/slog"
+
+	"chatql/auth"
+	"chatql/dbpool"
+)
+
+// Options configure the GraphQL endpoint.
+type Options struct {
+	Pool   *dbpool.Pool
+	Tokens *auth.Tokens
+	Logger *slog.Logger
+	// AutoProvision creates the user row on a Supabase user's first request.
+	AutoProvision bool
+	// Introspection allows schema introspection (the playground needs it).
+	Introspection bool
+	// DBStats adds extensions.db {statements, acquireWaitMs, holdMs} to
+	// every response.
+	DBStats bool
+	// ComplexityLimit refuses operations costlier than this; 0 means
+	// DefaultComplexityLimit.
+	ComplexityLimit int
+}
 
 // Resolver holds the long-lived dependencies of the resolvers. Nothing
 // request-scoped lives here: per-operation state travels in the context.
 type Resolver struct {
-	Pool *dbpool.Pool
+	opts Options
 }

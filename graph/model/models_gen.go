@@ -2,6 +2,104 @@
 
 package model
 
-// The root of every read. Sign-in is not needed for poolStatus.
+import (
+	"chatql/chat"
+	"time"
+)
+
+// A token and the user it signs in.
+type AuthPayload struct {
+	// Send it as `Authorization: Bearer <token>`.
+	Token string `json:"token"`
+	// When the token stops being accepted.
+	ExpiresAt time.Time `json:"expiresAt"`
+	// The signed-in user.
+	User *chat.User `json:"user"`
+}
+
+// A page of conversations.
+type ConversationConnection struct {
+	// The conversations with their cursors.
+	Edges []ConversationEdge `json:"edges"`
+	// The conversations, when cursors are not needed.
+	Nodes []chat.Conversation `json:"nodes"`
+	// Where this page ends.
+	PageInfo *PageInfo `json:"pageInfo"`
+}
+
+// A conversation and its cursor.
+type ConversationEdge struct {
+	// Pass as `after` to continue after this conversation.
+	Cursor string `json:"cursor"`
+	// The conversation.
+	Node *chat.Conversation `json:"node"`
+}
+
+// What createConversation needs.
+type CreateConversationInput struct {
+	// An optional title, at most 200 characters.
+	Title *string `json:"title,omitempty"`
+	// The other participants (up to 100). The viewer is added anyway.
+	ParticipantIds []string `json:"participantIds"`
+}
+
+// A page of messages.
+type MessageConnection struct {
+	// The messages with their cursors.
+	Edges []MessageEdge `json:"edges"`
+	// The messages, when cursors are not needed.
+	Nodes []chat.Message `json:"nodes"`
+	// Where this page ends.
+	PageInfo *PageInfo `json:"pageInfo"`
+}
+
+// A message and its cursor.
+type MessageEdge struct {
+	// Pass as `after` to continue with older messages.
+	Cursor string `json:"cursor"`
+	// The message.
+	Node *chat.Message `json:"node"`
+}
+
+// Every write. Mutations run one after the other, each in its own transaction.
+type Mutation struct {
+}
+
+// Where a page ends.
+type PageInfo struct {
+	// Whether there is more after this page.
+	HasNextPage bool `json:"hasNextPage"`
+	// The cursor of the last item on this page, or null for an empty page.
+	EndCursor *string `json:"endCursor,omitempty"`
+}
+
+// The root of every read. Everything except poolStatus needs an
+// `Authorization: Bearer <token>` header (from signIn or signUp, or a Supabase access token).
 type Query struct {
+}
+
+// What sendMessage needs.
+type SendMessageInput struct {
+	// The conversation to post to.
+	ConversationID string `json:"conversationId"`
+	// The message text: surrounding whitespace is trimmed, then 1 to 4000 characters.
+	Body string `json:"body"`
+}
+
+// What signIn needs.
+type SignInInput struct {
+	// The account's email address (case does not matter).
+	Email string `json:"email"`
+	// The account's password.
+	Password string `json:"password"`
+}
+
+// What signUp needs.
+type SignUpInput struct {
+	// Email address; unique regardless of case.
+	Email string `json:"email"`
+	// At least 8 characters (at most 72 bytes).
+	Password string `json:"password"`
+	// The name others see, 1 to 80 characters.
+	DisplayName string `json:"displayName"`
 }

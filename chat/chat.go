@@ -1,0 +1,139 @@
+// Package chat owns the chat domain: its SQL and its rules. Who may read or
+// write what is decided here, in the queries themselves (every read and
+// write joins on the viewer's participation), never by filtering rows after
+// fetching them.
+//
+// Functions take a dbpool.DB, so they run on whatever connection the caller
+// holds: the scope of a GraphQL operation or a WithTx of background work.
+// Batch functions take many keys and issue one statement; their results are
+// keyed maps, which dataloaders turn back into key order.
+package chat
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Errors, classified at the data boundary so the API can present them.
+var (
+	// ErrNotFound: the thing does not exist, or the viewer may not see it.
+	// The two are deliberately indistinguishable.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the write collides with existing data (a taken email).
+	ErrConflict = errors.New("conflict")
+	// ErrBadCredentials: sign-in with an unknown email or a wrong password.
+	ErrBadCredentials = errors.New("invalid email or password")
+)
+
+// InputError is bad input from a client: Field names the argument, Message
+// says what is wrong with it.
+type InputError struct {
+	Field, Message string
+}
+
+func (e *InputError) Error() string { return e.Field + ": " + e.Message }
+
+func badInput(field, format string, args ...any) error {
+	return &InputError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// Limits on input.
+const (
+	MaxBodyLength        = 4000
+	MaxTitleLength       = 200
+	MaxDisplayNameLength = 80
+	MinPasswordLength    = 8
+	MaxPageSize          = 100
+	MaxParticipants      = 100
+)
+
+// User is a chat user. Email is private to the user themself; the API
+// layer decides when to show it.
+type User struct {
+	ID          string
+	Email       string
+	DisplayName string
+	CreatedAt   time.Time
+}
+
+// Conversation is a conversation's own row.
+type Conversation struct {
+	ID            string
+	Title         *string
+	CreatedAt     time.Time
+	LastMessageAt *time.Time
+}
+
+// activity orders the inbox: the latest message, or the creation time of a
+// conversation without messages.
+func (c Conversation) activity() time.Time {
+	if c.LastMessageAt != nil {
+		return *c.LastMessageAt
+	}
+	return c.CreatedAt
+}
+
+// Message is a message with its author, who is always fetched with it.
+type Message struct {
+	ID             string
+	ConversationID string
+	Body           string
+	CreatedAt      time.Time
+	Author         User
+}
+
+// ParseID checks that s is an id (a uuid) and returns it in canonical form.
+func ParseID(field, s string) (string, error) {
+	id, err := uuid.Parse(s)
+	if err != nil || len(s) != 36 {
+		return "", badInput(field, "not a valid id")
+	}
+	return id.String(), nil
+}
+
+// PageSize checks a `first` argument.
+func PageSize(field string, first int) (int, error) {
+	if first < 1 || first > MaxPageSize {
+		return 0, badInput(field, "must be between 1 and %d", MaxPageSize)
+	}
+	return first, nil
+}
+
+// textLength checks the length of s in characters, not bytes.
+func textLength(field, s string, min, max int) error {
+	n := utf8.RuneCountInString(s)
+	switch {
+	case !utf8.ValidString(s):
+		return badInput(field, "is not valid UTF-8")
+	case n < min && min == 1:
+		return badInput(field, "must not be empty")
+	case n < min:
+		return badInput(field, "must be at least %d characters", min)
+	case n > max:
+		return badInput(field, "must be at most %d characters", max)
+	}
+	return nil
+}
+
+// isUniqueViolation reports a unique-constraint violation (SQLSTATE 23505).
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// normalizeEmail trims an email and checks its shape; uniqueness and
+// lookups are case-insensitive in the database.
+func normalizeEmail(field, email string) (string, error) {
+	email = strings.TrimSpace(email)
+	at := strings.LastIndex(email, "@")
+	if at < 1 || at == len(email)-1 || len(email) > 254 || strings.ContainsAny(email, " \t\r\n") {
+		return "", badInput(field, "is not an email address")
+	}
+	return email, nil
+}

@@ -1,0 +1,163 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"chatql/dbpool"
+)
+
+const messageColumns = "m.id::text, m.conversation_id::text, m.body, m.created_at, " + userColumns
+
+func scanMessage(row pgx.CollectableRow) (Message, error) {
+	var m Message
+	err := row.Scan(&m.ID, &m.ConversationID, &m.Body, &m.CreatedAt,
+		&m.Author.ID, &m.Author.Email, &m.Author.DisplayName, &m.Author.CreatedAt)
+	return m, err
+}
+
+// PageKey identifies one page of one conversation's messages: First
+// messages older than the cursor After ("" for the newest).
+type PageKey struct {
+	ConversationID string
+	First          int
+	After          string
+}
+
+// MessagePage is one page of a conversation's messages, newest first.
+type MessagePage struct {
+	Messages []Message
+	HasNext  bool
+}
+
+// MessagePages loads many pages in one statement. Pages of conversations the
+// viewer does not take part in come back empty. Keys must have been checked
+// (PageSize, ValidateCursor).
+func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageKey) (map[PageKey]MessagePage, error) {
+	convs := make([]string, len(keys))
+	limits := make([]int32, len(keys))
+	afterAt := make([]*time.Time, len(keys))
+	afterID := make([]*string, len(keys))
+	for i, k := range keys {
+		cur, err := parseCursor("after", k.After)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := PageSize("first", k.First); err != nil {
+			return nil, err
+		}
+		convs[i], limits[i] = k.ConversationID, int32(k.First+1)
+		if cur != nil {
+			afterAt[i], afterID[i] = &cur.at, &cur.id
+		}
+	}
+	type row struct {
+		idx int
+		msg Message
+	}
+	rows, err := dbpool.Collect(ctx, db, `
+		SELECT k.idx::int, `+messageColumns+`
+		FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::uuid[]) WITH ORDINALITY
+		     AS k(conv, lim, after_at, after_id, idx)
+		JOIN conversation_participants v ON v.conversation_id = k.conv AND v.user_id = $5
+		CROSS JOIN LATERAL (
+			SELECT * FROM messages m
+			WHERE m.conversation_id = k.conv
+			  AND (k.after_at IS NULL OR (m.created_at, m.id) < (k.after_at, k.after_id))
+			ORDER BY m.created_at DESC, m.id DESC
+			LIMIT k.lim
+		) m
+		JOIN users u ON u.id = m.author_id
+		ORDER BY k.idx, m.created_at DESC, m.id DESC`,
+		[]any{convs, limits, afterAt, afterID, viewer},
+		func(cr pgx.CollectableRow) (row, error) {
+			var r row
+			err := cr.Scan(&r.idx, &r.msg.ID, &r.msg.ConversationID, &r.msg.Body, &r.msg.CreatedAt,
+				&r.msg.Author.ID, &r.msg.Author.Email, &r.msg.Author.DisplayName, &r.msg.Author.CreatedAt)
+			return r, err
+		})
+	if err != nil {
+		return nil, fmt.Errorf("load messages: %w", err)
+	}
+	out := make(map[PageKey]MessagePage, len(keys))
+	for _, k := range keys {
+		out[k] = MessagePage{}
+	}
+	for _, r := range rows {
+		k := keys[r.idx-1]
+		p := out[k]
+		if len(p.Messages) == k.First {
+			p.HasNext = true
+		} else {
+			p.Messages = append(p.Messages, r.msg)
+		}
+		out[k] = p
+	}
+	return out, nil
+}
+
+// LastMessages loads the newest message of each conversation among ids that
+// the viewer takes part in; conversations without messages are absent.
+func LastMessages(ctx context.Context, db dbpool.DB, viewer string, ids []string) (map[string]Message, error) {
+	msgs, err := dbpool.Collect(ctx, db, `
+		SELECT `+messageColumns+`
+		FROM conversation_participants v
+		CROSS JOIN LATERAL (
+			SELECT * FROM messages m
+			WHERE m.conversation_id = v.conversation_id
+			ORDER BY m.created_at DESC, m.id DESC
+			LIMIT 1
+		) m
+		JOIN users u ON u.id = m.author_id
+		WHERE v.conversation_id = ANY($1::uuid[]) AND v.user_id = $2`, []any{ids, viewer}, scanMessage)
+	if err != nil {
+		return nil, fmt.Errorf("load last messages: %w", err)
+	}
+	out := make(map[string]Message, len(msgs))
+	for _, m := range msgs {
+		out[m.ConversationID] = m
+	}
+	return out, nil
+}
+
+// SendMessage posts a message as the viewer. Run it in a transaction: the
+// message, the conversation's lastMessageAt and the sender's read mark
+// change together or not at all.
+func SendMessage(ctx context.Context, db dbpool.DB, viewer, conversationID, body string) (Message, error) {
+	body = strings.TrimSpace(body)
+	if err := textLength("body", body, 1, MaxBodyLength); err != nil {
+		return Message{}, err
+	}
+	// Locking the participant row proves participation and keeps the
+	// viewer from being removed while the message is written.
+	tag, err := db.Exec(ctx, `
+		SELECT 1 FROM conversation_participants
+		WHERE conversation_id = $1 AND user_id = $2 FOR SHARE`, conversationID, viewer)
+	if err != nil {
+		return Message{}, fmt.Errorf("check participation: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return Message{}, fmt.Errorf("conversation %s: %w", conversationID, ErrNotFound)
+	}
+	msg, err := dbpool.CollectOne(ctx, db, `
+		WITH m AS (
+			INSERT INTO messages (conversation_id, author_id, body) VALUES ($1, $2, $3)
+			RETURNING *
+		), c AS (
+			UPDATE conversations SET last_message_at = greatest(last_message_at, (SELECT created_at FROM m))
+			WHERE id = $1
+		), r AS (
+			UPDATE conversation_participants SET last_read_at = greatest(last_read_at, (SELECT created_at FROM m))
+			WHERE conversation_id = $1 AND user_id = $2
+		)
+		SELECT `+messageColumns+` FROM m JOIN users u ON u.id = m.author_id`,
+		[]any{conversationID, viewer, body}, scanMessage)
+	if err != nil {
+		return Message{}, fmt.Errorf("insert message: %w", err)
+	}
+	return msg, nil
+}

@@ -1,0 +1,104 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"chatql/auth"
+	"chatql/chat"
+	"chatql/dbpool"
+)
+
+// Error codes: every error a client sees carries one in extensions.code.
+// Request-level errors keep gqlgen's codes (GRAPHQL_PARSE_FAILED,
+// GRAPHQL_VALIDATION_FAILED, COMPLEXITY_LIMIT_EXCEEDED,
+// PERSISTED_QUERY_NOT_FOUND); the README documents both sets.
+const (
+	CodeUnauthenticated = "UNAUTHENTICATED"
+	CodeForbidden       = "FORBIDDEN"
+	CodeNotFound        = "NOT_FOUND"
+	CodeBadUserInput    = "BAD_USER_INPUT"
+	CodeConflict        = "CONFLICT"
+	CodePoolTimeout     = "DB_POOL_TIMEOUT"
+	CodeUnavailable     = "DB_UNAVAILABLE"
+	CodeInternal        = "INTERNAL"
+)
+
+// errSignInRequired is returned where a viewer is needed and none signed in.
+var errSignInRequired = fmt.Errorf("sign-in required: %w", auth.ErrUnauthenticated)
+
+// classify maps an error from any layer to its code and the message a
+// client may see. Only classified errors keep their own message.
+func classify(err error) (code, message string) {
+	var input *chat.InputError
+	switch {
+	case errors.As(err, &input):
+		return CodeBadUserInput, input.Error()
+	case errors.Is(err, chat.ErrNotFound):
+		return CodeNotFound, "not found"
+	case errors.Is(err, chat.ErrConflict):
+		return CodeConflict, err.Error() // conflicts name what collided, nothing secret
+	case errors.Is(err, chat.ErrBadCredentials):
+		return CodeUnauthenticated, chat.ErrBadCredentials.Error()
+	case errors.Is(err, errSignInRequired):
+		return CodeUnauthenticated, "sign-in required: send Authorization: Bearer <token>"
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return CodeUnauthenticated, "invalid or expired access token"
+	case errors.Is(err, dbpool.ErrPoolTimeout):
+		return CodePoolTimeout, "no database connection became available in time; retry later"
+	case errors.Is(err, dbpool.ErrUnavailable), errors.Is(err, dbpool.ErrClosed), dbpool.IsConnectionLost(err):
+		return CodeUnavailable, "the database is unavailable; retry later"
+	}
+	return CodeInternal, "internal error"
+}
+
+// errorPresenter gives every error a code, and logs the ones a client cannot
+// do anything about with the details it must not see.
+func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
+	return func(ctx context.Context, err error) *gqlerror.Error {
+		gqlErr := graphql.DefaultErrorPresenter(ctx, err)
+		if gqlErr.Err == nil && gqlErr.Extensions["code"] != nil {
+			return gqlErr // a request-level error from gqlgen, already coded
+		}
+		cause := err
+		if gqlErr.Err != nil {
+			cause = gqlErr.Err
+		}
+		code, message := classify(cause)
+		if code == CodeInternal || code == CodeUnavailable {
+			logger.ErrorContext(ctx, "operation error", "code", code, "path", gqlErr.Path.String(), "err", cause)
+		}
+		gqlErr.Message = message
+		if gqlErr.Extensions == nil {
+			gqlErr.Extensions = map[string]any{}
+		}
+		gqlErr.Extensions["code"] = code
+		var input *chat.InputError
+		if errors.As(cause, &input) {
+			gqlErr.Extensions["field"] = input.Field
+		}
+		return gqlErr
+	}
+}
+
+// errPanic is what a recovered resolver panic becomes.
+var errPanic = errors.New("resolver panic")
+
+func recoverFunc(logger *slog.Logger) graphql.RecoverFunc {
+	return func(ctx context.Context, p any) error {
+		path := ""
+		if graphql.HasOperationContext(ctx) {
+			if fc := graphql.GetFieldContext(ctx); fc != nil {
+				path = fc.Path().String()
+			}
+		}
+		logger.ErrorContext(ctx, "panic in resolver", "panic", p, "path", path, "stack", string(debug.Stack()))
+		return fmt.Errorf("%w: %v", errPanic, p)
+	}
+}

@@ -1,0 +1,96 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/vikstrous/dataloadgen"
+
+	"chatql/chat"
+	"chatql/graph/model"
+)
+
+// write runs a signed-in mutation in a transaction on the operation's
+// scope. Loader caches are cleared first: earlier fields of the operation
+// may have loaded what this one changes.
+func write[T any](ctx context.Context, fn func(ctx context.Context, op *operation) (T, error)) (T, error) {
+	var out T
+	if _, err := requireViewer(ctx); err != nil {
+		return out, err
+	}
+	op := operationFrom(ctx)
+	op.loaders.clear()
+	err := op.scope.InTx(ctx, func(ctx context.Context) error {
+		var err error
+		out, err = fn(ctx, op)
+		return err
+	})
+	return out, err
+}
+
+// write is the method form for mutations returning a conversation.
+func (r *mutationResolver) write(ctx context.Context, fn func(ctx context.Context, op *operation) (chat.Conversation, error)) (*chat.Conversation, error) {
+	conv, err := write(ctx, fn)
+	if err != nil {
+		return nil, err
+	}
+	return &conv, nil
+}
+
+func (r *mutationResolver) authPayload(user chat.User) (*model.AuthPayload, error) {
+	token, expires, err := r.opts.Tokens.Issue(user.ID)
+	if err != nil {
+		return nil, fmt.Errorf("issue token: %w", err)
+	}
+	return &model.AuthPayload{Token: token, ExpiresAt: expires, User: &user}, nil
+}
+
+// loadConversation loads a conversation the viewer takes part in; any other
+// is NOT_FOUND, whether or not it exists.
+func loadConversation(ctx context.Context, id string) (*chat.Conversation, error) {
+	conv, err := operationFrom(ctx).loaders.conversations.Load(ctx, id)
+	if errors.Is(err, dataloadgen.ErrNotFound) {
+		return nil, fmt.Errorf("conversation %s: %w", id, chat.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &conv, nil
+}
+
+// pageKey checks a messages field's arguments.
+func pageKey(conversationID string, first *int, after *string) (chat.PageKey, error) {
+	n, err := chat.PageSize("first", deref(first, 20))
+	if err != nil {
+		return chat.PageKey{}, err
+	}
+	a := deref(after, "")
+	if err := chat.ValidateCursor("after", a); err != nil {
+		return chat.PageKey{}, err
+	}
+	return chat.PageKey{ConversationID: conversationID, First: n, After: a}, nil
+}
+
+func messageConnection(page chat.MessagePage) *model.MessageConnection {
+	conn := &model.MessageConnection{
+		Edges:    make([]model.MessageEdge, len(page.Messages)),
+		Nodes:    page.Messages,
+		PageInfo: &model.PageInfo{HasNextPage: page.HasNext},
+	}
+	for i := range page.Messages {
+		m := &page.Messages[i]
+		conn.Edges[i] = model.MessageEdge{Cursor: m.Cursor(), Node: m}
+	}
+	if n := len(conn.Edges); n > 0 {
+		conn.PageInfo.EndCursor = &conn.Edges[n-1].Cursor
+	}
+	return conn
+}
+
+func deref[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}

@@ -1,0 +1,173 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+
+	"chatql/auth"
+	"chatql/chat"
+	"chatql/dbpool"
+)
+
+// operation is the request-scoped service of one GraphQL operation: its
+// scope on the pool (at most one connection, borrowed on first use), its
+// dataloaders, and who is asking. Operation middleware creates it and puts
+// it in the context; resolvers reach it with operationFrom. Nothing in it
+// outlives the operation.
+type operation struct {
+	scope   *dbpool.Scope
+	loaders *loaders
+
+	// identity is what the Authorization header proved, if anything;
+	// tokenErr is why it proved nothing. Neither needed the database.
+	identity    auth.Identity
+	hasIdentity bool
+	tokenErr    error
+
+	// viewer loads (or provisions) the signed-in user once per operation.
+	viewer func() (chat.User, error)
+}
+
+type operationKey struct{}
+
+func withOperation(ctx context.Context, op *operation) context.Context {
+	return context.WithValue(ctx, operationKey{}, op)
+}
+
+// operationFrom returns the operation of ctx. Every resolver runs inside
+// operation middleware, so its absence is a wiring bug.
+func operationFrom(ctx context.Context) *operation {
+	op, ok := ctx.Value(operationKey{}).(*operation)
+	if !ok {
+		panic("graph: no operation in context: resolvers must run under the operation middleware")
+	}
+	return op
+}
+
+// viewerID returns the signed-in user's id without touching the database.
+// Use it only after the viewer has been resolved.
+func (op *operation) viewerID() string { return op.identity.UserID }
+
+// dbStats is what a response's extensions.db reports about its operation.
+type dbStats struct {
+	Statements    int     `json:"statements"`
+	AcquireWaitMs float64 `json:"acquireWaitMs"`
+	HoldMs        float64 `json:"holdMs"`
+}
+
+// aroundOperations gives each operation its scope and releases it once the
+// response is produced, before it is written to the client, on every path.
+//
+// gqlgen calls next before any resolver runs and the returned handler when
+// it wants the response: resolvers run inside that handler, so the release
+// hangs on the handler's return, not on this function's. A context
+// cancelled before then (client gone, websocket stop) releases too.
+func (h *handlerState) aroundOperations(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	opCtx := graphql.GetOperationContext(ctx)
+	op := h.newOperation(ctx, opCtx)
+	ctx = withOperation(ctx, op)
+
+	var once sync.Once
+	release := func() { once.Do(op.scope.Release) }
+	stop := context.AfterFunc(ctx, release)
+
+	responses := next(ctx)
+	isSubscription := opCtx.Operation != nil && opCtx.Operation.Operation == ast.Subscription
+	return func(ctx context.Context) *graphql.Response {
+		if isSubscription {
+			// Not offered yet; a subscription would release per event.
+			return responses(ctx)
+		}
+		defer stop()
+		defer release() // also on panic
+		resp := responses(ctx)
+		release()
+		if resp != nil {
+			h.annotate(ctx, op, resp)
+		}
+		return resp
+	}
+}
+
+// annotate adds the operation's database cost to the response, and marks
+// the HTTP response 503 when it failed for want of a connection.
+func (h *handlerState) annotate(ctx context.Context, op *operation, resp *graphql.Response) {
+	for _, e := range resp.Errors {
+		if code, _ := e.Extensions["code"].(string); code == CodePoolTimeout || code == CodeUnavailable {
+			setUnavailable(ctx, h.retryAfter)
+			break
+		}
+	}
+	if !h.opts.DBStats {
+		return
+	}
+	st := op.scope.Stats()
+	if resp.Extensions == nil {
+		resp.Extensions = map[string]any{}
+	}
+	resp.Extensions["db"] = dbStats{
+		Statements:    st.Statements,
+		AcquireWaitMs: ms(st.AcquireWait),
+		HoldMs:        ms(st.Held),
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (h *handlerState) newOperation(ctx context.Context, opCtx *graphql.OperationContext) *operation {
+	op := &operation{scope: h.opts.Pool.Scope()}
+	op.loaders = newLoaders(op)
+	if raw, ok, err := auth.FromHeader(opCtx.Headers.Get("Authorization")); err != nil {
+		op.tokenErr = err
+	} else if ok {
+		op.identity, op.tokenErr = h.opts.Tokens.Verify(raw)
+		op.hasIdentity = op.tokenErr == nil
+	}
+	op.viewer = sync.OnceValues(func() (chat.User, error) { return h.loadViewer(ctx, op) })
+	return op
+}
+
+// loadViewer checks that the token's user exists, creating it on the first
+// request of a Supabase user when auto-provisioning is on.
+func (h *handlerState) loadViewer(ctx context.Context, op *operation) (chat.User, error) {
+	if op.tokenErr != nil {
+		return chat.User{}, op.tokenErr
+	}
+	if !op.hasIdentity {
+		return chat.User{}, errSignInRequired
+	}
+	id := op.identity
+	users, err := chat.UsersByID(ctx, op.scope, []string{id.UserID})
+	if err != nil {
+		return chat.User{}, err
+	}
+	u, ok := users[id.UserID]
+	switch {
+	case ok:
+	case id.Supabase && h.opts.AutoProvision:
+		if u, err = chat.Provision(ctx, op.scope, id); err != nil {
+			return chat.User{}, err
+		}
+		h.opts.Logger.InfoContext(ctx, "provisioned user from Supabase token", "user_id", u.ID)
+	default:
+		return chat.User{}, errors.Join(auth.ErrUnauthenticated, errors.New("token subject has no user"))
+	}
+	op.loaders.users.Prime(u.ID, u)
+	return u, nil
+}
+
+// requireViewer returns the signed-in user or an UNAUTHENTICATED error.
+func requireViewer(ctx context.Context) (chat.User, error) {
+	return operationFrom(ctx).viewer()
+}
+
+// handlerState is what the middleware and the HTTP wrapper share.
+type handlerState struct {
+	opts       Options
+	retryAfter string
+}
