@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/joho/godotenv"
 
@@ -281,6 +282,8 @@ type apiConfig struct {
 	devMode bool
 	// demoHeader is the Authorization value the dev-mode playground sends.
 	demoHeader string
+	// fieldMiddleware wraps every resolver; only tests set it.
+	fieldMiddleware graphql.FieldMiddleware
 }
 
 // newHandler builds the whole HTTP surface; tests use it as the server does.
@@ -292,12 +295,13 @@ func newHandler(api apiConfig) http.Handler {
 	mux := http.NewServeMux()
 	health.Register(mux, api.pool, api.logger)
 	mux.Handle("/query", graph.NewHandler(graph.Options{
-		Pool:          api.pool,
-		Tokens:        api.tokens,
-		Logger:        api.logger,
-		AutoProvision: api.cfg.AutoProvision,
-		Introspection: api.cfg.Introspection,
-		DBStats:       dbStats,
+		Pool:            api.pool,
+		Tokens:          api.tokens,
+		Logger:          api.logger,
+		AutoProvision:   api.cfg.AutoProvision,
+		Introspection:   api.cfg.Introspection,
+		DBStats:         dbStats,
+		FieldMiddleware: api.fieldMiddleware,
 	}))
 	mux.Handle("GET /{$}", playgroundHandler(api.demoHeader))
 	return mux

@@ -56,6 +56,9 @@ func NewHandler(opts Options) http.Handler {
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](1000)})
 	srv.Use(extension.FixedComplexityLimit(opts.ComplexityLimit))
 	srv.AroundOperations(state.aroundOperations)
+	if opts.FieldMiddleware != nil {
+		srv.AroundFields(opts.FieldMiddleware)
+	}
 	return withHTTPStatus(srv)
 }
 

@@ -8,6 +8,8 @@ package graph
 import (
 	"log/slog"
 
+	"github.com/99designs/gqlgen/graphql"
+
 	"chatql/auth"
 	"chatql/dbpool"
 )
@@ -27,6 +29,9 @@ type Options struct {
 	// ComplexityLimit refuses operations costlier than this; 0 means
 	// DefaultComplexityLimit.
 	ComplexityLimit int
+	// FieldMiddleware, when set, wraps every field resolver (tracing; tests
+	// use it to make a resolver fail or panic).
+	FieldMiddleware graphql.FieldMiddleware
 }
 
 // Resolver holds the long-lived dependencies of the resolvers. Nothing

@@ -1,0 +1,342 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/jackc/pgx/v5"
+
+	"chatql/graph"
+)
+
+// inboxFixture gives a viewer 60 conversations of 3 participants and 12
+// messages each, so every page size tried is full.
+func inboxFixture(t *testing.T, a *testAPI) (viewerToken string) {
+	t.Helper()
+	viewer, token := a.user("Viewer")
+	others := make([]string, 4)
+	for i := range others {
+		others[i], _ = a.user(fmt.Sprintf("Other%d", i))
+	}
+	bodies := make([]string, 12)
+	for i := range bodies {
+		bodies[i] = fmt.Sprintf("message %d", i)
+	}
+	for i := range 60 {
+		a.conversation(fmt.Sprintf("conversation %d", i), []string{viewer, others[i%4], others[(i+1)%4]}, bodies...)
+	}
+	return token
+}
+
+func inboxQuery(first int) string {
+	return strings.Replace(graph.InboxQuery, "conversations(first: 20)", fmt.Sprintf("conversations(first: %d)", first), 1)
+}
+
+// TestInboxStatementCount: the inbox query costs the same few statements
+// however many conversations it returns, counted by a pgx tracer and
+// reported in extensions.db.
+func TestInboxStatementCount(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	token := inboxFixture(t, a)
+	counts := map[int]int{}
+	for _, first := range []int{5, 20, 50} {
+		before := a.counter.n.Load()
+		r := a.post(token, inboxQuery(first), nil)
+		var data struct {
+			Conversations struct {
+				Edges []struct {
+					Node struct {
+						Participants []any
+						Messages     struct{ Nodes []any }
+					}
+				}
+			}
+		}
+		r.into(t, &data)
+		traced := int(a.counter.n.Load() - before)
+		if got := len(data.Conversations.Edges); got != first {
+			t.Fatalf("first %d: %d conversations", first, got)
+		}
+		if n := data.Conversations.Edges[0].Node; len(n.Participants) != 3 || len(n.Messages.Nodes) != 10 {
+			t.Fatalf("first %d: incomplete conversation: %+v", first, n)
+		}
+		if r.Extensions.DB == nil || r.Extensions.DB.Statements != traced {
+			t.Errorf("first %d: extensions.db %+v, tracer counted %d", first, r.Extensions.DB, traced)
+		}
+		t.Logf("inbox first=%d: %d statements, held %.2f ms", first, traced, r.Extensions.DB.HoldMs)
+		counts[first] = traced
+	}
+	if counts[5] != counts[20] || counts[20] != counts[50] {
+		t.Errorf("statement count depends on page size: %v", counts)
+	}
+	if counts[20] > 8 {
+		t.Errorf("inbox takes %d statements, budget is 8", counts[20])
+	}
+}
+
+// TestConnectionDiscipline: 200 concurrent inbox queries on a pool of 3+2
+// all succeed, the server never sees more than 5 connections, and every
+// connection comes back.
+func TestConnectionDiscipline(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, 30*time.Second })
+	token := inboxFixture(t, a)
+
+	var maxSeen atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if n := int64(a.backends()); n > maxSeen.Load() {
+				maxSeen.Store(n)
+			}
+		}
+	}()
+
+	const clients = 200
+	start := time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := a.post(token, graph.InboxQuery, nil)
+			if r.Status != 200 || len(r.Errors) > 0 {
+				failed.Add(1)
+				t.Errorf("status %d: %s", r.Status, r.Raw)
+			}
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	close(stop)
+	<-sampled
+	t.Logf("%d concurrent inbox queries on 3+2: wall %s, max backends %d, stats %+v", clients, wall.Round(time.Millisecond), maxSeen.Load(), a.pool.Stats())
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d failed", failed.Load(), clients)
+	}
+	if maxSeen.Load() > 5 {
+		t.Errorf("saw %d backends, cap is 5", maxSeen.Load())
+	}
+	a.waitReleased()
+	if got := a.pool.Stats().AcquireCount; got != clients {
+		t.Errorf("%d operations borrowed %d connections, want one each", clients, got)
+	}
+}
+
+// TestPoolTimeoutResponse: with the only connection held elsewhere, a query
+// gets 503 with Retry-After and DB_POOL_TIMEOUT after the pool timeout.
+func TestPoolTimeoutResponse(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 1, 0, 300*time.Millisecond })
+	_, token := a.user("Ann")
+	holder := a.pool.Scope()
+	defer holder.Release()
+	if _, err := holder.Exec(context.Background(), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	r := a.post(token, graph.InboxQuery, nil)
+	took := time.Since(start)
+	t.Logf("pool timeout answered in %s: %d %s", took.Round(time.Millisecond), r.Status, r.Raw)
+	if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+		t.Errorf("status %d Retry-After %q, want 503 with Retry-After", r.Status, r.Header.Get("Retry-After"))
+	}
+	if code := r.code(t); code != graph.CodePoolTimeout {
+		t.Errorf("code %s, want DB_POOL_TIMEOUT", code)
+	}
+	if took < 300*time.Millisecond || took > 2*time.Second {
+		t.Errorf("answered after %s, want about 300ms", took)
+	}
+	holder.Release()
+	if r := a.post(token, "{ me { id } }", nil); r.Status != 200 || len(r.Errors) > 0 {
+		t.Errorf("after the holder let go: %d %s", r.Status, r.Raw)
+	}
+}
+
+// TestPoolStatusMatchesHealth: poolStatus and /health/db-pool are one
+// snapshot in two encodings, and neither borrows a connection.
+func TestPoolStatusMatchesHealth(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	_, token := a.user("Ann")
+	a.post(token, "{ me { id } }", nil) // some history in the counters
+	a.waitReleased()
+
+	r := a.post("", `{ poolStatus { status poolSize maxOverflow maxConnections checkedOut checkedIn total overflow
+		invalid waiting acquireCount timeouts avgAcquireWaitMs maxAcquireWaitMs recycled } }`, nil)
+	var gql struct{ PoolStatus map[string]any }
+	r.into(t, &gql)
+	resp, err := http.Get(a.srv.URL + "/health/db-pool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var health map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&health); err != nil {
+		t.Fatal(err)
+	}
+	if len(health) != len(gql.PoolStatus) {
+		t.Fatalf("field sets differ: %v vs %v", health, gql.PoolStatus)
+	}
+	for k, v := range gql.PoolStatus {
+		snake := toSnake(k)
+		if fmt.Sprint(health[snake]) != fmt.Sprint(v) {
+			t.Errorf("%s: poolStatus %v, /health/db-pool %s %v", k, v, snake, health[snake])
+		}
+	}
+	if r.Extensions.DB.Statements != 0 || gql.PoolStatus["acquireCount"].(float64) != 1 {
+		t.Errorf("poolStatus borrowed a connection: %s", r.Raw)
+	}
+}
+
+func toSnake(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if c >= 'A' && c <= 'Z' {
+			b.WriteByte('_')
+			c += 'a' - 'A'
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// TestIntrospectionBorrowsNothing: operations that need no data never
+// touch the pool.
+func TestIntrospectionBorrowsNothing(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	for _, q := range []string{"{ __schema { queryType { name } } }", "{ __typename }", "{ poolStatus { status } }"} {
+		r := a.post("", q, nil)
+		if r.Status != 200 || len(r.Errors) > 0 {
+			t.Fatalf("%s: %s", q, r.Raw)
+		}
+	}
+	if st := a.pool.Stats(); st.AcquireCount != 0 || st.Total != 0 {
+		t.Errorf("data-free operations borrowed: %+v", st)
+	}
+}
+
+// TestReleaseOnErrorAndPanic: operations that fail, or whose resolver
+// panics after borrowing, give their connection back.
+func TestReleaseOnErrorAndPanic(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t, func(o *apiOptions) {
+		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 1, 0, 2*time.Second
+		o.fieldMiddleware = func(ctx context.Context, next graphql.Resolver) (any, error) {
+			res, err := next(ctx)
+			if fc := graphql.GetFieldContext(ctx); fc.Field.Name == "displayName" && fc.Field.Alias == "boom" {
+				panic("resolver bug")
+			}
+			return res, err
+		}
+	})
+	_, token := a.user("Ann")
+	other, _ := a.user("Bob")
+	conv := a.conversation("", []string{other}, "hidden")
+
+	for _, tc := range []struct{ query, code string }{
+		{fmt.Sprintf(`{ conversation(id: %q) { id } }`, conv), graph.CodeNotFound},
+		{`{ conversation(id: "nope") { id } }`, graph.CodeBadUserInput},
+		{`{ me { boom: displayName } }`, graph.CodeInternal},
+		{`{ me { id } conversations(first: 0) { nodes { id } } }`, graph.CodeBadUserInput},
+	} {
+		r := a.post(token, tc.query, nil)
+		if got := r.codes(); len(got) == 0 || got[0] != tc.code {
+			t.Errorf("%s: codes %v, want %s: %s", tc.query, got, tc.code, r.Raw)
+		}
+		if strings.Contains(string(r.Raw), "resolver bug") || strings.Contains(string(r.Raw), "SQL") {
+			t.Errorf("internal detail leaked: %s", r.Raw)
+		}
+		a.waitReleased()
+	}
+	// With a pool of one, a leak would make this time out.
+	if r := a.post(token, "{ me { id } }", nil); r.Status != 200 || len(r.Errors) > 0 {
+		t.Fatalf("pool unusable after errors: %s", r.Raw)
+	}
+}
+
+// TestReleaseOnClientDisconnect: a client that hangs up while its
+// operation waits on the database gets its connection released at once,
+// not when the database lets go.
+func TestReleaseOnClientDisconnect(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow = 1, 0 })
+	viewer, token := a.user("Ann")
+	conv := a.conversation("", []string{viewer}, "hello")
+
+	// Lock the viewer's participant row, so markConversationRead blocks.
+	// (On a connection of its own: pg_stat_activity is read from a.admin,
+	// and inside a transaction it would be a frozen snapshot.)
+	ctx := context.Background()
+	locker, err := pgx.Connect(ctx, a.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM conversation_participants WHERE conversation_id = $1 FOR UPDATE", conv); err != nil {
+		t.Fatal(err)
+	}
+
+	reqCtx, hangUp := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b, _ := json.Marshal(map[string]any{"query": fmt.Sprintf(`mutation { markConversationRead(conversationId: %q) { id } }`, conv)})
+		req, _ := http.NewRequestWithContext(reqCtx, http.MethodPost, a.srv.URL+"/query", strings.NewReader(string(b)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			t.Errorf("request completed although the row was locked: %s", b)
+		} else if !errors.Is(err, context.Canceled) {
+			t.Errorf("request: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for a.count("SELECT count(*)::int FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'", a.appName) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("mutation never blocked on the lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	hangUp()
+	<-done
+	a.waitReleased() // while the lock is still held
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := a.post(token, "{ me { id } }", nil); r.Status != 200 || len(r.Errors) > 0 {
+		t.Fatalf("pool unusable after a disconnect: %s", r.Raw)
+	}
+	if got := a.count("SELECT count(*)::int FROM conversation_participants WHERE conversation_id = $1 AND last_read_at IS NOT NULL", conv); got != 0 {
+		t.Errorf("the abandoned mutation was committed")
+	}
+}
+
