@@ -339,4 +339,3 @@ func TestReleaseOnClientDisconnect(t *testing.T) {
 		t.Errorf("the abandoned mutation was committed")
 	}
 }
-

@@ -103,8 +103,8 @@ type gqlResponse struct {
 	Raw    []byte
 	Data   json.RawMessage `json:"data"`
 	Errors []struct {
-		Message    string   `json:"message"`
-		Path       []any    `json:"path"`
+		Message    string `json:"message"`
+		Path       []any  `json:"path"`
 		Extensions struct {
 			Code  string `json:"code"`
 			Field string `json:"field"`
