@@ -18,16 +18,24 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
 
 	"chatql/localpg/pgtest"
 	"chatql/migrations"
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(pgtest.Main(m, func(ctx context.Context, url string) error {
+	code := pgtest.Main(m, func(ctx context.Context, url string) error {
 		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
 		return err
-	}))
+	})
+	// Every pool, server and operation is gone: so must their goroutines be.
+	http.DefaultClient.CloseIdleConnections()
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 const testSecret = "test-secret-0123456789abcdef-0123456789"
