@@ -40,31 +40,43 @@ type SignUpInput struct {
 	Email, Password, DisplayName string
 }
 
-// SignUp creates an account. A taken email (in any case) is ErrConflict.
-func SignUp(ctx context.Context, db dbpool.DB, in SignUpInput) (User, error) {
+// Account is a validated sign-up with its password hashed, ready to store.
+type Account struct {
+	email, displayName, hash string
+}
+
+// NewAccount validates a sign-up and hashes its password. It needs no
+// database: call it before borrowing a connection, so that the deliberately
+// slow hashing holds none.
+func NewAccount(in SignUpInput) (Account, error) {
 	email, err := normalizeEmail("email", in.Email)
 	if err != nil {
-		return User{}, err
+		return Account{}, err
 	}
 	name := strings.TrimSpace(in.DisplayName)
 	if err := textLength("displayName", name, 1, MaxDisplayNameLength); err != nil {
-		return User{}, err
+		return Account{}, err
 	}
 	if err := textLength("password", in.Password, MinPasswordLength, 1<<10); err != nil {
-		return User{}, err
+		return Account{}, err
 	}
 	hash, err := auth.HashPassword(in.Password)
 	if errors.Is(err, auth.ErrPasswordTooLong) {
-		return User{}, badInput("password", "must be at most 72 bytes")
+		return Account{}, badInput("password", "must be at most 72 bytes")
 	}
 	if err != nil {
-		return User{}, err
+		return Account{}, err
 	}
+	return Account{email: email, displayName: name, hash: hash}, nil
+}
+
+// CreateUser stores an account. A taken email (in any case) is ErrConflict.
+func CreateUser(ctx context.Context, db dbpool.DB, a Account) (User, error) {
 	u, err := dbpool.CollectOne(ctx, db, `
 		INSERT INTO users AS u (email, display_name, password_hash) VALUES ($1, $2, $3)
-		RETURNING `+userColumns, []any{email, name, hash}, scanUser)
+		RETURNING `+userColumns, []any{a.email, a.displayName, a.hash}, scanUser)
 	if isUniqueViolation(err) {
-		return User{}, fmt.Errorf("email %q is already registered: %w", email, ErrConflict)
+		return User{}, fmt.Errorf("email %q is already registered: %w", a.email, ErrConflict)
 	}
 	if err != nil {
 		return User{}, fmt.Errorf("insert user: %w", err)
@@ -72,32 +84,42 @@ func SignUp(ctx context.Context, db dbpool.DB, in SignUpInput) (User, error) {
 	return u, nil
 }
 
-// SignIn checks an email and password. Both an unknown email and a wrong
-// password are ErrBadCredentials, and take the same time.
-func SignIn(ctx context.Context, db dbpool.DB, email, password string) (User, error) {
-	type row struct {
-		User
-		hash *string
-	}
-	r, err := dbpool.CollectOne(ctx, db,
+// Credentials are what a sign-in checks a password against.
+type Credentials struct {
+	user User
+	hash *string // nil: no such user, or one from Supabase without a password
+}
+
+// LookupCredentials loads the user with email (in any case), if any.
+func LookupCredentials(ctx context.Context, db dbpool.DB, email string) (Credentials, error) {
+	c, err := dbpool.CollectOne(ctx, db,
 		"SELECT "+userColumns+", u.password_hash FROM users u WHERE lower(u.email) = lower($1)",
-		[]any{strings.TrimSpace(email)}, func(cr pgx.CollectableRow) (row, error) {
-			var r row
-			err := cr.Scan(&r.ID, &r.Email, &r.DisplayName, &r.CreatedAt, &r.hash)
-			return r, err
+		[]any{strings.TrimSpace(email)}, func(row pgx.CollectableRow) (Credentials, error) {
+			var c Credentials
+			err := row.Scan(&c.user.ID, &c.user.Email, &c.user.DisplayName, &c.user.CreatedAt, &c.hash)
+			return c, err
 		})
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && r.hash == nil) {
-		// No such user, or one provisioned from Supabase without a password.
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Credentials{}, nil
+	}
+	if err != nil {
+		return Credentials{}, fmt.Errorf("load user: %w", err)
+	}
+	return c, nil
+}
+
+// Check compares password with the stored hash. An unknown email and a
+// wrong password are both ErrBadCredentials, and take the same time. It
+// needs no database: run it after giving the connection back.
+func (c Credentials) Check(password string) (User, error) {
+	if c.hash == nil {
 		auth.DummyCheck(password)
 		return User{}, ErrBadCredentials
 	}
-	if err != nil {
-		return User{}, fmt.Errorf("load user: %w", err)
-	}
-	if !auth.CheckPassword(*r.hash, password) {
+	if !auth.CheckPassword(*c.hash, password) {
 		return User{}, ErrBadCredentials
 	}
-	return r.User, nil
+	return c.user, nil
 }
 
 // Provision creates the user row for a Supabase identity on its first

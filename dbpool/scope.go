@@ -80,7 +80,7 @@ type Scope struct {
 }
 
 // ScopeStats describes what a scope cost: the statements it ran, how long it
-// waited for its connection and how long it held it.
+// waited for connections and how long it held them, in total.
 type ScopeStats struct {
 	Statements  int
 	Borrowed    bool
@@ -268,6 +268,24 @@ func (s *Scope) Release() {
 		return
 	}
 	s.released = true
+	s.giveBackLocked()
+}
+
+// Yield gives the connection back early, when the caller knows it will not
+// run SQL for a while (hashing a password, say), so that others need not
+// queue for it meanwhile; the scope's next statement borrows again. It does
+// nothing inside a transaction. The scope still never holds more than one
+// connection at a time.
+func (s *Scope) Yield() {
+	s.sem <- struct{}{}
+	defer s.unlock()
+	if s.tx == nil {
+		s.giveBackLocked()
+	}
+}
+
+// giveBackLocked returns the connection, if any. s.sem is held.
+func (s *Scope) giveBackLocked() {
 	if s.conn == nil {
 		return
 	}
@@ -279,7 +297,7 @@ func (s *Scope) Release() {
 		cancel()
 		s.tx = nil
 	}
-	s.held = time.Since(s.borrowedAt)
+	s.held += time.Since(s.borrowedAt)
 	s.pool.release(s.conn)
 	s.conn = nil
 }
@@ -295,7 +313,7 @@ func (s *Scope) Stats() ScopeStats {
 		Held:        s.held,
 	}
 	if s.conn != nil {
-		st.Held = time.Since(s.borrowedAt)
+		st.Held += time.Since(s.borrowedAt)
 	}
 	return st
 }

@@ -267,3 +267,43 @@ func TestScopeTimeoutSticks(t *testing.T) {
 		t.Errorf("timeouts = %d, want 1", got)
 	}
 }
+
+// TestScopeYield: a yielded connection goes back to the pool and the next
+// statement borrows again; inside a transaction Yield keeps it.
+func TestScopeYield(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(1, 0, 2*time.Second))
+	ctx := context.Background()
+	s := p.Scope()
+	defer s.Release()
+	if _, err := s.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	s.Yield()
+	if st := p.Stats(); st.CheckedOut != 0 {
+		t.Fatalf("yielded connection still checked out: %+v", st)
+	}
+	if err := p.Ping(ctx); err != nil { // someone else can use it meanwhile
+		t.Fatal(err)
+	}
+	if _, err := s.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st.AcquireCount != 3 || st.CheckedOut != 1 {
+		t.Fatalf("after re-borrowing: %+v", st)
+	}
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		s.Yield()
+		if got := p.Stats().CheckedOut; got != 1 {
+			t.Errorf("Yield inside a transaction gave the connection back")
+		}
+		_, err := s.Exec(ctx, "SELECT 1")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Statements != 5 || !st.Borrowed || st.Held <= 0 {
+		t.Errorf("scope stats: %+v", st)
+	}
+}

@@ -121,11 +121,11 @@ func Seed(ctx context.Context, pool *dbpool.Pool) (bool, error) {
 					return fmt.Errorf("insert message: %w", err)
 				}
 			}
-			// Each author has read up to their own last message.
 			if _, err := db.Exec(ctx, `
 				UPDATE conversations SET last_message_at = $2 WHERE id = $1`, convID, last); err != nil {
 				return fmt.Errorf("update conversation: %w", err)
 			}
+			// Each author has read up to their own last message.
 			if _, err := db.Exec(ctx, `
 				UPDATE conversation_participants p SET last_read_at = m.last
 				FROM (SELECT author_id, max(created_at) AS last FROM messages WHERE conversation_id = $1 GROUP BY author_id) m

@@ -45,16 +45,16 @@ func (r *messageResolver) Conversation(ctx context.Context, obj *chat.Message) (
 }
 
 func (r *mutationResolver) SignUp(ctx context.Context, input model.SignUpInput) (*model.AuthPayload, error) {
+	// Validate and hash before borrowing: hashing is slow on purpose.
+	account, err := chat.NewAccount(chat.SignUpInput{
+		Email: input.Email, Password: input.Password, DisplayName: input.DisplayName,
+	})
+	if err != nil {
+		return nil, err
+	}
 	op := operationFrom(ctx)
 	op.loaders.clear()
-	var user chat.User
-	err := op.scope.InTx(ctx, func(ctx context.Context) error {
-		var err error
-		user, err = chat.SignUp(ctx, op.scope, chat.SignUpInput{
-			Email: input.Email, Password: input.Password, DisplayName: input.DisplayName,
-		})
-		return err
-	})
+	user, err := chat.CreateUser(ctx, op.scope, account)
 	if err != nil {
 		return nil, err
 	}
@@ -63,8 +63,13 @@ func (r *mutationResolver) SignUp(ctx context.Context, input model.SignUpInput) 
 
 func (r *mutationResolver) SignIn(ctx context.Context, input model.SignInInput) (*model.AuthPayload, error) {
 	op := operationFrom(ctx)
-	op.loaders.clear()
-	user, err := chat.SignIn(ctx, op.scope, input.Email, input.Password)
+	creds, err := chat.LookupCredentials(ctx, op.scope, input.Email)
+	if err != nil {
+		return nil, err
+	}
+	// Checking the password is slow on purpose: hold no connection meanwhile.
+	op.scope.Yield()
+	user, err := creds.Check(input.Password)
 	if err != nil {
 		return nil, err
 	}
