@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,8 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/jackc/pgx/v5"
 
+	"chatql/auth"
+	"chatql/dbpool"
 	"chatql/graph"
 )
 
@@ -337,5 +341,37 @@ func TestReleaseOnClientDisconnect(t *testing.T) {
 	}
 	if got := a.count("SELECT count(*)::int FROM conversation_participants WHERE conversation_id = $1 AND last_read_at IS NOT NULL", conv); got != 0 {
 		t.Errorf("the abandoned mutation was committed")
+	}
+}
+
+// TestDatabaseUnavailable: a database that refuses connections gives a
+// prompt 503 with DB_UNAVAILABLE, not a pool timeout or an internal error.
+func TestDatabaseUnavailable(t *testing.T) {
+	t.Parallel()
+	cfg := dbpool.DefaultConfig()
+	cfg.Timeout = 10 * time.Second
+	pool, err := dbpool.New("postgres://nobody@127.0.0.1:1/none?sslmode=disable", cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	tokens, err := auth.NewTokens(apiSecret, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(newHandler(apiConfig{pool: pool, tokens: tokens, logger: slog.New(slog.DiscardHandler)}))
+	defer srv.Close()
+	token, _, err := tokens.Issue("00000000-0000-4000-8000-000000000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &testAPI{t: t, srv: srv}
+	start := time.Now()
+	r := a.post(token, graph.InboxQuery, nil)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %s: an unreachable database must fail fast", took)
+	}
+	if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" || r.code(t) != graph.CodeUnavailable {
+		t.Errorf("got %d %s", r.Status, r.Raw)
 	}
 }
