@@ -111,6 +111,8 @@ func textLength(field, s string, min, max int) error {
 	switch {
 	case !utf8.ValidString(s):
 		return badInput(field, "is not valid UTF-8")
+	case strings.ContainsRune(s, 0):
+		return badInput(field, "must not contain NUL characters")
 	case n < min && min == 1:
 		return badInput(field, "must not be empty")
 	case n < min:
@@ -132,7 +134,7 @@ func isUniqueViolation(err error) bool {
 func normalizeEmail(field, email string) (string, error) {
 	email = strings.TrimSpace(email)
 	at := strings.LastIndex(email, "@")
-	if at < 1 || at == len(email)-1 || len(email) > 254 || strings.ContainsAny(email, " \t\r\n") {
+	if at < 1 || at == len(email)-1 || len(email) > 254 || strings.ContainsAny(email, " \t\r\n\x00") || !utf8.ValidString(email) {
 		return "", badInput(field, "is not an email address")
 	}
 	return email, nil

@@ -83,19 +83,20 @@ func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageK
 	if err != nil {
 		return nil, fmt.Errorf("load messages: %w", err)
 	}
-	out := make(map[PageKey]MessagePage, len(keys))
-	for _, k := range keys {
-		out[k] = MessagePage{}
-	}
+	// Pages are built per position, so that a key given twice gets its page
+	// once rather than its rows twice.
+	pages := make([]MessagePage, len(keys))
 	for _, r := range rows {
-		k := keys[r.idx-1]
-		p := out[k]
-		if len(p.Messages) == k.First {
+		p := &pages[r.idx-1]
+		if len(p.Messages) == keys[r.idx-1].First {
 			p.HasNext = true
 		} else {
 			p.Messages = append(p.Messages, r.msg)
 		}
-		out[k] = p
+	}
+	out := make(map[PageKey]MessagePage, len(keys))
+	for i, k := range keys {
+		out[k] = pages[i]
 	}
 	return out, nil
 }

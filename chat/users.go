@@ -92,6 +92,9 @@ type Credentials struct {
 
 // LookupCredentials loads the user with email (in any case), if any.
 func LookupCredentials(ctx context.Context, db dbpool.DB, email string) (Credentials, error) {
+	if _, err := normalizeEmail("email", email); err != nil {
+		return Credentials{}, nil // no account can have it
+	}
 	c, err := dbpool.CollectOne(ctx, db,
 		"SELECT "+userColumns+", u.password_hash FROM users u WHERE lower(u.email) = lower($1)",
 		[]any{strings.TrimSpace(email)}, func(row pgx.CollectableRow) (Credentials, error) {

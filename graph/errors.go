@@ -63,8 +63,16 @@ func classify(err error) (code, message string) {
 func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 	return func(ctx context.Context, err error) *gqlerror.Error {
 		gqlErr := graphql.DefaultErrorPresenter(ctx, err)
-		if gqlErr.Err == nil && gqlErr.Extensions["code"] != nil {
-			return gqlErr // a request-level error from gqlgen, already coded
+		if gqlErr.Err == nil {
+			// gqlgen's own request-level error (validation, APQ, a body it
+			// could not decode, introspection off): the client's mistake.
+			if gqlErr.Extensions["code"] == nil {
+				if gqlErr.Extensions == nil {
+					gqlErr.Extensions = map[string]any{}
+				}
+				gqlErr.Extensions["code"] = CodeBadUserInput
+			}
+			return gqlErr
 		}
 		cause := err
 		if gqlErr.Err != nil {

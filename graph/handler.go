@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"math"
 	"net/http"
 	"strconv"
 
@@ -27,6 +28,7 @@ func init() {
 	// An operation over the complexity limit is refused before it runs;
 	// registering the code makes it an HTTP 422 like other request errors.
 	errcode.RegisterErrorType(CodeComplexityLimit, errcode.KindProtocol)
+	errcode.RegisterErrorType(CodeForbidden, errcode.KindProtocol)
 }
 
 // NewHandler returns the GraphQL endpoint: GET and POST transports, a
@@ -52,6 +54,8 @@ func NewHandler(opts Options) http.Handler {
 	srv.SetRecoverFunc(recoverFunc(opts.Logger))
 	if opts.Introspection {
 		srv.Use(extension.Introspection{})
+	} else {
+		srv.Use(noIntrospection{})
 	}
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](1000)})
 	srv.Use(extension.FixedComplexityLimit(opts.ComplexityLimit))
@@ -70,11 +74,21 @@ func setComplexity(c *ComplexityRoot) {
 		if first != nil && *first > 0 {
 			n = *first
 		}
-		return 1 + n*child
+		return listOf(n, child)
 	}
 	c.Query.Conversations = func(child int, first *int, _ *string) int { return page(child, first) }
 	c.Conversation.Messages = func(child int, first *int, _ *string) int { return page(child, first) }
-	c.Conversation.Participants = func(child int) int { return 1 + listCost*child }
+	c.Conversation.Participants = func(child int) int { return listOf(listCost, child) }
+}
+
+// listOf is the cost of n elements costing child each, saturating instead
+// of overflowing: a deep enough query would otherwise wrap around to a
+// small number and slip under the limit.
+func listOf(n, child int) int {
+	if child >= (math.MaxInt-1)/n {
+		return math.MaxInt
+	}
+	return 1 + n*child
 }
 
 // InboxQuery is what a chat client's inbox screen asks for: the example in

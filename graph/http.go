@@ -1,10 +1,13 @@
 package graph
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 )
 
@@ -34,10 +37,15 @@ func setUnavailable(ctx context.Context, retryAfter string) {
 }
 
 // statusWriter applies the decided status to the first WriteHeader/Write.
+// Error responses (4xx) that gqlgen's transports write themselves never
+// pass the error presenter, so they are held back and given their codes in
+// finish.
 type statusWriter struct {
 	http.ResponseWriter
 	status      *httpStatus
 	wroteHeader bool
+	code        int
+	held        *bytes.Buffer // the body of a 4xx response, until finish
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -46,13 +54,18 @@ func (w *statusWriter) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status.mu.Lock()
-	defer w.status.mu.Unlock()
 	switch {
 	case w.status.tooLarge:
 		code = http.StatusRequestEntityTooLarge
 	case w.status.unavailable && code == http.StatusOK:
 		w.Header().Set("Retry-After", w.status.retryAfter)
 		code = http.StatusServiceUnavailable
+	}
+	w.status.mu.Unlock()
+	w.code = code
+	if code >= 400 && code < 500 {
+		w.held = &bytes.Buffer{}
+		return
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -61,11 +74,50 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if w.held != nil {
+		return w.held.Write(b)
+	}
 	return w.ResponseWriter.Write(b)
+}
+
+// finish writes a held error response with a code on every error.
+func (w *statusWriter) finish() {
+	if w.held == nil {
+		return
+	}
+	var body struct {
+		Errors []map[string]any `json:"errors"`
+		Data   any              `json:"data"`
+	}
+	if err := json.Unmarshal(w.held.Bytes(), &body); err != nil || len(body.Errors) == 0 {
+		msg := strings.TrimSpace(w.held.String())
+		if msg == "" || err == nil {
+			msg = http.StatusText(w.code)
+		}
+		body.Errors = []map[string]any{{"message": msg}}
+	}
+	for _, e := range body.Errors {
+		ext, _ := e["extensions"].(map[string]any)
+		if ext == nil {
+			ext = map[string]any{}
+			e["extensions"] = ext
+		}
+		if ext["code"] == nil {
+			ext["code"] = CodeBadUserInput
+		}
+	}
+	out, _ := json.Marshal(body)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Del("Content-Length")
+	w.ResponseWriter.WriteHeader(w.code)
+	_, _ = w.ResponseWriter.Write(out)
 }
 
 // Flush keeps streaming transports (SSE) working through the wrapper.
 func (w *statusWriter) Flush() {
+	if w.held != nil {
+		return
+	}
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
@@ -99,15 +151,17 @@ func (b limitedBody) Close() error { return b.body.Close() }
 // status plumbing.
 func withHTTPStatus(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		status := &httpStatus{}
+		sw := &statusWriter{ResponseWriter: w, status: status}
+		defer sw.finish()
 		if r.ContentLength > MaxRequestBytes {
-			http.Error(w, "request body larger than 1 MiB", http.StatusRequestEntityTooLarge)
+			sw.WriteHeader(http.StatusRequestEntityTooLarge)
+			_, _ = io.WriteString(sw, "request body larger than 1 MiB")
 			return
 		}
-		status := &httpStatus{}
 		if r.Body != nil {
 			r.Body = limitedBody{body: http.MaxBytesReader(w, r.Body, MaxRequestBytes), status: status}
 		}
-		ctx := context.WithValue(r.Context(), httpStatusKey{}, status)
-		next.ServeHTTP(&statusWriter{ResponseWriter: w, status: status}, r.WithContext(ctx))
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), httpStatusKey{}, status)))
 	})
 }

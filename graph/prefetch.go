@@ -31,6 +31,7 @@ func prefetchConversations(ctx context.Context, convs []chat.Conversation, field
 	vars := graphql.GetOperationContext(ctx).Variables
 
 	done := map[string]bool{}
+	pagesAsked := map[chat.PageKey]bool{} // by First and After
 	var pageKeys []chat.PageKey
 	for _, f := range fields {
 		switch f.Name {
@@ -44,6 +45,11 @@ func prefetchConversations(ctx context.Context, convs []chat.Conversation, field
 			if _, err := chat.PageSize("first", first); err != nil {
 				continue
 			}
+			page := chat.PageKey{First: first, After: after}
+			if pagesAsked[page] {
+				continue // the same page asked for twice: under nodes and edges, say
+			}
+			pagesAsked[page] = true
 			for _, id := range ids {
 				pageKeys = append(pageKeys, chat.PageKey{ConversationID: id, First: first, After: after})
 			}
