@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
+	"chatql/graph"
 	"chatql/localpg/pgtest"
 	"chatql/migrations"
 )
@@ -233,6 +236,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 // startProcess runs the binary with env in dir and waits for readiness.
 type process struct {
+	addr   string
 	cmd    *exec.Cmd
 	logs   *syncBuffer
 	exited chan error
@@ -244,7 +248,7 @@ func startProcess(t *testing.T, bin, dir string, env ...string) *process {
 	cmd := exec.Command(bin)
 	cmd.Dir = dir
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LISTEN_ADDR=" + addr}, env...)
-	p := &process{cmd: cmd, logs: &syncBuffer{}, exited: make(chan error, 1)}
+	p := &process{addr: addr, cmd: cmd, logs: &syncBuffer{}, exited: make(chan error, 1)}
 	cmd.Stderr = p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -323,6 +327,33 @@ func TestLocalPostgres(t *testing.T) {
 	second := startProcess(t, bin, dir)
 	if strings.Contains(second.logs.String(), "demo data seeded") {
 		t.Errorf("second run seeded again:\n%s", second.logs.String())
+	}
+	if fi, err := os.Stat(filepath.Join(dir, ".data", "jwt-secret")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("dev JWT secret not kept in .data: %v", err)
+	}
+	// The printed demo header works for the Inbox query, with demo data.
+	header := regexp.MustCompile(`Authorization: (Bearer [A-Za-z0-9._-]+)`).FindStringSubmatch(second.logs.String())
+	if header == nil {
+		t.Fatalf("no demo header in the log:\n%s", second.logs.String())
+	}
+	body, _ := json.Marshal(map[string]string{"query": graph.InboxQuery})
+	req, _ := http.NewRequest(http.MethodPost, "http://"+second.addr+"/query", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", header[1])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var inbox struct {
+		Data struct {
+			Conversations struct{ Edges []any }
+		}
+		Extensions struct{ DB map[string]any }
+	}
+	if err := json.Unmarshal(raw, &inbox); err != nil || resp.StatusCode != 200 || len(inbox.Data.Conversations.Edges) == 0 || inbox.Extensions.DB == nil {
+		t.Errorf("Inbox with the demo header: %d %s", resp.StatusCode, raw)
 	}
 	second.stop(t, os.Kill) // a crash: the cluster is orphaned
 
