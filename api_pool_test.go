@@ -187,7 +187,7 @@ func TestPoolStatusMatchesHealth(t *testing.T) {
 	a.waitReleased()
 
 	r := a.post("", `{ poolStatus { status poolSize maxOverflow maxConnections checkedOut checkedIn total overflow
-		invalid waiting acquireCount timeouts avgAcquireWaitMs maxAcquireWaitMs recycled } }`, nil)
+		invalid waiting acquireCount timeouts avgAcquireWaitMs maxAcquireWaitMs recycled opened } }`, nil)
 	var gql struct{ PoolStatus map[string]any }
 	r.into(t, &gql)
 	resp, err := http.Get(a.srv.URL + "/health/db-pool")

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"chatql/dbpool"
@@ -88,6 +89,7 @@ func Load(getenv func(string) string) (Config, error) {
 			PrePing:         r.bool("DB_POOL_PRE_PING", true),
 			Echo:            r.bool("DB_ECHO", false),
 			ApplicationName: r.string("DB_APPLICATION_NAME", "chatql"),
+			QueryExecMode:   r.execMode("DB_QUERY_EXEC_MODE"),
 		},
 		Migrate:         r.bool("DB_MIGRATE", true),
 		DataDir:         r.string("DATA_DIR", ".data"),
@@ -215,6 +217,10 @@ func (r *reader) oneOf(name, def string, allowed ...string) string {
 	}
 	r.problem(name, strconv.Quote(v), "one of "+strings.Join(allowed, ", "))
 	return def
+}
+
+func (r *reader) execMode(name string) pgx.QueryExecMode {
+	return dbpool.QueryExecModes[r.oneOf(name, "cache_statement", "cache_statement", "exec", "simple_protocol", "cache_describe")]
 }
 
 func (r *reader) level(name string) slog.Level {

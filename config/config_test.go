@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef"
@@ -113,5 +115,19 @@ func TestJWTSecret(t *testing.T) {
 	c, err := Load(env(map[string]string{"GRAPHQL_DB_STATS": "false", "AUTH_AUTO_PROVISION": "false", "JWT_TTL": "1h"}))
 	if err != nil || c.DBStats == nil || *c.DBStats || c.AutoProvision || c.JWTTTL != time.Hour {
 		t.Errorf("auth and graphql settings: %+v %v", c, err)
+	}
+}
+
+func TestQueryExecMode(t *testing.T) {
+	for in, want := range map[string]pgx.QueryExecMode{
+		"": pgx.QueryExecModeCacheStatement, "exec": pgx.QueryExecModeExec, "simple_protocol": pgx.QueryExecModeSimpleProtocol,
+	} {
+		c, err := Load(env(map[string]string{"DB_QUERY_EXEC_MODE": in}))
+		if err != nil || c.Pool.QueryExecMode != want {
+			t.Errorf("DB_QUERY_EXEC_MODE=%q: %v %v", in, c.Pool.QueryExecMode, err)
+		}
+	}
+	if _, err := Load(env(map[string]string{"DB_QUERY_EXEC_MODE": "prepared"})); err == nil || !strings.Contains(err.Error(), "DB_QUERY_EXEC_MODE") {
+		t.Errorf("bad mode accepted: %v", err)
 	}
 }

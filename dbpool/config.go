@@ -3,6 +3,8 @@ package dbpool
 import (
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Config holds the pool settings. The names and meanings are SQLAlchemy
@@ -26,6 +28,20 @@ type Config struct {
 	// ApplicationName is sent to the server, so that this pool's connections
 	// can be counted in pg_stat_activity.
 	ApplicationName string
+	// QueryExecMode is how pgx sends statements. The default caches
+	// prepared statements per connection; behind a transaction-mode pooler
+	// (Supabase port 6543, PgBouncer pool_mode=transaction) use
+	// QueryExecModeExec, because prepared statements do not survive the
+	// pooler switching server connections between transactions.
+	QueryExecMode pgx.QueryExecMode
+}
+
+// QueryExecModes are the DB_QUERY_EXEC_MODE values and their pgx modes.
+var QueryExecModes = map[string]pgx.QueryExecMode{
+	"cache_statement": pgx.QueryExecModeCacheStatement,
+	"cache_describe":  pgx.QueryExecModeCacheDescribe,
+	"exec":            pgx.QueryExecModeExec,
+	"simple_protocol": pgx.QueryExecModeSimpleProtocol,
 }
 
 // DefaultConfig returns QueuePool's defaults (size 5, overflow 10, timeout
@@ -38,6 +54,7 @@ func DefaultConfig() Config {
 		Recycle:         time.Hour,
 		PrePing:         true,
 		ApplicationName: "chatql",
+		QueryExecMode:   pgx.QueryExecModeCacheStatement,
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/puddle/v2"
 )
@@ -23,6 +24,10 @@ var ErrUnavailable = errors.New("database unavailable")
 // errAcquireTimeout is the cancellation cause of the deadline Acquire puts
 // on pgxpool, so that our own timeout can be told apart from the caller's.
 var errAcquireTimeout = errors.New("dbpool: acquire deadline")
+
+// cancelGrace is how long a cancelled statement may take to stop before
+// its connection is closed instead.
+const cancelGrace = 2 * time.Second
 
 // neverIdleOut stands in for "no idle timeout": pgxpool closes idle
 // connections older than MaxConnIdleTime (zero would close all of them at
@@ -96,6 +101,17 @@ func New(connString string, cfg Config, logger *slog.Logger, opts ...Option) (*P
 	pc.MaxConnIdleTime = neverIdleOut
 	if cfg.ApplicationName != "" {
 		pc.ConnConfig.RuntimeParams["application_name"] = cfg.ApplicationName
+	}
+	if cfg.QueryExecMode != 0 {
+		pc.ConnConfig.DefaultQueryExecMode = cfg.QueryExecMode
+	}
+	// A statement whose caller gives up (a client that hung up) is
+	// cancelled on the server rather than by closing the connection, which
+	// pgx does by default: the connection stays good and goes back to the
+	// pool, instead of costing a new one. If the cancel does not take
+	// effect in time, the connection is closed after all.
+	pc.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelGrace}
 	}
 	if cfg.Echo {
 		pc.ConnConfig.Tracer = echoTracer(logger)

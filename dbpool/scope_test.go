@@ -307,3 +307,34 @@ func TestScopeYield(t *testing.T) {
 		t.Errorf("scope stats: %+v", st)
 	}
 }
+
+// TestCancelKeepsConnection: a statement whose caller gives up is cancelled
+// on the server; the connection survives and is reused, not replaced.
+func TestCancelKeepsConnection(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(1, 0, 2*time.Second))
+	ctx := context.Background()
+	var first uint32
+	if err := p.WithConn(ctx, func(db dbpool.DB) error { first = pid(t, ctx, db); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		err := p.WithConn(cctx, func(db dbpool.DB) error {
+			_, err := db.Exec(cctx, "SELECT pg_sleep(10)")
+			return err
+		})
+		cancel()
+		if err == nil {
+			t.Fatal("cancelled statement succeeded")
+		}
+	}
+	var again uint32
+	if err := p.WithConn(ctx, func(db dbpool.DB) error { again = pid(t, ctx, db); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	st := p.Stats()
+	if again != first || st.Opened != 1 || st.Invalid != 0 {
+		t.Errorf("cancellations cost connections: pid %d then %d, stats %+v", first, again, st)
+	}
+}

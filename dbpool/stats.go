@@ -41,6 +41,8 @@ type Stats struct {
 	MaxAcquireWaitMs float64 `json:"max_acquire_wait_ms"`
 	// Recycled counts connections closed because they reached the recycle age.
 	Recycled int `json:"recycled"`
+	// Opened counts connections opened since start: churn shows here.
+	Opened int `json:"opened"`
 }
 
 // Stats returns a snapshot of the pool. It is cheap and never blocks on a
@@ -60,6 +62,7 @@ func (p *Pool) Stats() Stats {
 		Timeouts:         int(p.timeouts.Load()),
 		MaxAcquireWaitMs: float64(p.waitMaxNs.Load()) / float64(time.Millisecond),
 		Recycled:         int(ps.MaxLifetimeDestroyCount()),
+		Opened:           int(ps.NewConnsCount()),
 	}
 	s.Overflow = max(s.Total-s.PoolSize, 0)
 	if s.AcquireCount > 0 {

@@ -79,7 +79,8 @@ func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 			cause = gqlErr.Err
 		}
 		code, message := classify(cause)
-		if code == CodeInternal || code == CodeUnavailable {
+		// A client that went away needs no log line for its aborted work.
+		if (code == CodeInternal || code == CodeUnavailable) && ctx.Err() == nil {
 			logger.ErrorContext(ctx, "operation error", "code", code, "path", gqlErr.Path.String(), "err", cause)
 		}
 		gqlErr.Message = message

@@ -111,6 +111,7 @@ type ComplexityRoot struct {
 		MaxAcquireWaitMs func(childComplexity int) int
 		MaxConnections   func(childComplexity int) int
 		MaxOverflow      func(childComplexity int) int
+		Opened           func(childComplexity int) int
 		Overflow         func(childComplexity int) int
 		PoolSize         func(childComplexity int) int
 		Recycled         func(childComplexity int) int
@@ -482,6 +483,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PoolStatus.MaxOverflow(childComplexity), true
+	case "PoolStatus.opened":
+		if e.ComplexityRoot.PoolStatus.Opened == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PoolStatus.Opened(childComplexity), true
 	case "PoolStatus.overflow":
 		if e.ComplexityRoot.PoolStatus.Overflow == nil {
 			break
@@ -908,6 +915,8 @@ type PoolStatus {
   maxAcquireWaitMs: Float!
   "Connections replaced since start because they reached DB_POOL_RECYCLE."
   recycled: Int!
+  "Connections opened since start; a number that keeps growing means churn."
+  opened: Int!
 }
 `, BuiltIn: false},
 }
@@ -1053,6 +1062,8 @@ func (ec *executionContext) childFields_PoolStatus(ctx context.Context, field gr
 		return ec.fieldContext_PoolStatus_maxAcquireWaitMs(ctx, field)
 	case "recycled":
 		return ec.fieldContext_PoolStatus_recycled(ctx, field)
+	case "opened":
+		return ec.fieldContext_PoolStatus_opened(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PoolStatus", field.Name)
 }
@@ -2827,6 +2838,29 @@ func (ec *executionContext) _PoolStatus_recycled(ctx context.Context, field grap
 	)
 }
 func (ec *executionContext) fieldContext_PoolStatus_recycled(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PoolStatus", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PoolStatus_opened(ctx context.Context, field graphql.CollectedField, obj *dbpool.Stats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PoolStatus_opened(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Opened, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PoolStatus_opened(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("PoolStatus", field, false, false, "Int")
 }
 
@@ -5008,6 +5042,11 @@ func (ec *executionContext) _PoolStatus(ctx context.Context, sel ast.SelectionSe
 			}
 		case "recycled":
 			out.Values[i] = ec._PoolStatus_recycled(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "opened":
+			out.Values[i] = ec._PoolStatus_opened(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
