@@ -18,7 +18,7 @@ run: postgres ## Run the server (no DATABASE_URL: private local Postgres in .dat
 
 .PHONY: test
 test: DB_VAR = TEST_DATABASE_URL
-test: postgres ## Run vet and the whole test suite against a real PostgreSQL
+test: postgres pgbouncer ## Run vet and the whole test suite against a real PostgreSQL
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
@@ -39,7 +39,8 @@ migrate: postgres ## Apply pending migrations and exit
 
 # postgres makes sure Go and, unless $(DB_VAR) names a database, the
 # PostgreSQL server binaries are present: it installs PostgreSQL as root on
-# Debian/Ubuntu, otherwise stops with one line saying what to do.
+# Debian/Ubuntu, otherwise stops with one line saying what to do. The tests
+# also need PgBouncer (the pooler tests put it in front of PostgreSQL).
 .PHONY: postgres
 postgres:
 	@command -v $(GO) >/dev/null 2>&1 || { echo "Go not found: install Go 1.26 or later (https://go.dev/doc/install)"; exit 1; }
@@ -51,5 +52,17 @@ postgres:
 		apt-get update -qq && apt-get install -y -qq postgresql >/dev/null || exit 1; \
 	else \
 		echo "PostgreSQL server binaries (initdb) not found: install them (sudo apt-get install postgresql, or brew install postgresql) or set DATABASE_URL"; \
+		exit 1; \
+	fi
+
+.PHONY: pgbouncer
+pgbouncer:
+	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing PgBouncer (apt-get install -y pgbouncer)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null || exit 1; \
+	else \
+		echo "PgBouncer not found: install it (sudo apt-get install pgbouncer, or brew install pgbouncer)"; \
 		exit 1; \
 	fi

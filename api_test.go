@@ -38,7 +38,11 @@ func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ p
 func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 type apiOptions struct {
-	pool            dbpool.Config
+	pool dbpool.Config
+	// poolURL, when set, turns the test database's direct URL into the one
+	// the pool connects through (a pooler in front of it, say). Fixtures
+	// and checks keep using the direct URL.
+	poolURL         func(direct string) string
 	autoProvision   bool
 	introspection   bool
 	fieldMiddleware graphql.FieldMiddleware
@@ -69,8 +73,12 @@ func newAPI(t *testing.T, adjust ...func(*apiOptions)) *testAPI {
 	o.pool.ApplicationName = "chatql-api-" + hex.EncodeToString(b[:])
 
 	a := &testAPI{t: t, counter: &statementCounter{}, appName: o.pool.ApplicationName, dbURL: pgtest.NewDatabase(t)}
+	url := a.dbURL
+	if o.poolURL != nil {
+		url = o.poolURL(a.dbURL)
+	}
 	var err error
-	if a.pool, err = dbpool.New(a.dbURL, o.pool, slog.New(slog.DiscardHandler), dbpool.WithTracer(a.counter)); err != nil {
+	if a.pool, err = dbpool.New(url, o.pool, slog.New(slog.DiscardHandler), dbpool.WithTracer(a.counter)); err != nil {
 		t.Fatal(err)
 	}
 	if a.tokens, err = auth.NewTokens(apiSecret, time.Hour); err != nil {
