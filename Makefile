@@ -22,6 +22,13 @@ test: postgres pgbouncer ## Run vet and the whole test suite against a real Post
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
+.PHONY: bench
+bench: postgres ## Benchmarks and the load matrix (16/64/256 clients, chatql vs raw SQL) on a private PostgreSQL
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200x .
+	@mkdir -p bin
+	$(GO) build -o bin/chatql .
+	$(GO) run ./cmd/chatload bench -chatql bin/chatql -c 16,64,256 -d 20s
+
 .PHONY: lint
 lint: ## gofmt, go vet, and check that generated code is up to date
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

@@ -52,7 +52,7 @@ func (a *testAPI) get(token, path string) (*http.Response, []byte) {
 }
 
 // decodeGQL decodes a GraphQL response body, failing if it is not JSON.
-func decodeGQL(t *testing.T, resp *http.Response, raw []byte) *gqlResponse {
+func decodeGQL(t testing.TB, resp *http.Response, raw []byte) *gqlResponse {
 	t.Helper()
 	r := &gqlResponse{Status: resp.StatusCode, Header: resp.Header, Raw: raw}
 	if err := json.Unmarshal(raw, r); err != nil {

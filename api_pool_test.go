@@ -25,7 +25,7 @@ import (
 
 // inboxFixture gives a viewer 60 conversations of 3 participants and 12
 // messages each, so every page size tried is full.
-func inboxFixture(t *testing.T, a *testAPI) (viewerToken string) {
+func inboxFixture(t testing.TB, a *testAPI) (viewerToken string) {
 	t.Helper()
 	viewer, token := a.user("Viewer")
 	others := make([]string, 4)

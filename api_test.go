@@ -49,7 +49,7 @@ type apiOptions struct {
 }
 
 type testAPI struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *httptest.Server
 	pool    *dbpool.Pool
 	tokens  *auth.Tokens
@@ -61,7 +61,7 @@ type testAPI struct {
 
 var apiSecret = []byte("api-test-secret-0123456789abcdef-0123456789")
 
-func newAPI(t *testing.T, adjust ...func(*apiOptions)) *testAPI {
+func newAPI(t testing.TB, adjust ...func(*apiOptions)) *testAPI {
 	t.Helper()
 	o := apiOptions{pool: dbpool.DefaultConfig(), autoProvision: true, introspection: true}
 	o.pool.Timeout = 10 * time.Second
@@ -137,7 +137,7 @@ func (r *gqlResponse) codes() []string {
 }
 
 // code returns the only error code of a response, failing otherwise.
-func (r *gqlResponse) code(t *testing.T) string {
+func (r *gqlResponse) code(t testing.TB) string {
 	t.Helper()
 	if len(r.Errors) != 1 {
 		t.Fatalf("want exactly one error, got %s", r.Raw)
@@ -146,7 +146,7 @@ func (r *gqlResponse) code(t *testing.T) string {
 }
 
 // into decodes data into v, failing on any error.
-func (r *gqlResponse) into(t *testing.T, v any) {
+func (r *gqlResponse) into(t testing.TB, v any) {
 	t.Helper()
 	if len(r.Errors) > 0 || r.Status != 200 {
 		t.Fatalf("status %d, errors: %s", r.Status, r.Raw)

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"chatql/localpg"
+)
+
+// bench runs the whole measurement on a machine with nothing running: a
+// throwaway PostgreSQL, the load data set, and a chatql process with the
+// Supabase session-mode settings (size 3, overflow 2), then the matrix.
+func bench(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("chatload bench", flag.ContinueOnError)
+	var o options
+	o.register(fs)
+	binary := fs.String("chatql", "bin/chatql", "the chatql binary to measure")
+	poolSize := fs.Int("pool-size", 3, "DB_POOL_SIZE of the server (and the ceiling's pool)")
+	overflow := fs.Int("max-overflow", 2, "DB_MAX_OVERFLOW of the server (and the ceiling's pool)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if _, err := os.Stat(*binary); err != nil {
+		return fmt.Errorf("chatql binary: %w (build it: go build -o bin/chatql .)", err)
+	}
+	bin, err := filepath.Abs(*binary)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	root, err := os.MkdirTemp("", "chatload-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(root)
+	// The cluster runs as an unprivileged user when we are root.
+	if err := os.Chmod(root, 0o755); err != nil {
+		return err
+	}
+	cluster, err := localpg.Open(ctx, localpg.Options{
+		Dir: filepath.Join(root, "postgres"), Logger: logger,
+		Settings: map[string]string{"max_connections": "100", "shared_buffers": "256MB"},
+	})
+	if err != nil {
+		return err
+	}
+	if err := cluster.Start(ctx); err != nil {
+		return err
+	}
+	defer cluster.Stop(context.Background())
+	if err := cluster.EnsureDatabase(ctx, "chatql"); err != nil {
+		return err
+	}
+	dbURL := cluster.URL("chatql")
+	if err := seedDatabase(ctx, dbURL, out); err != nil {
+		return err
+	}
+
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	o.jwtSecret = hex.EncodeToString(secret)
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	const app = "chatql-bench"
+	server := exec.CommandContext(ctx, bin)
+	server.Env = append(os.Environ(),
+		"DATABASE_URL="+dbURL, "JWT_SECRET="+o.jwtSecret, "LISTEN_ADDR="+addr,
+		fmt.Sprintf("DB_POOL_SIZE=%d", *poolSize), fmt.Sprintf("DB_MAX_OVERFLOW=%d", *overflow),
+		"DB_POOL_TIMEOUT=30", "DB_POOL_RECYCLE=1800", "DB_ECHO=false",
+		"DB_APPLICATION_NAME="+app, "LOG_LEVEL=warn", "GRAPHQL_DB_STATS=false",
+	)
+	server.Stdout, server.Stderr = os.Stderr, os.Stderr
+	server.Cancel = func() error { return server.Process.Signal(syscall.SIGTERM) }
+	if err := server.Start(); err != nil {
+		return fmt.Errorf("start chatql: %w", err)
+	}
+	defer func() {
+		_ = server.Process.Signal(syscall.SIGTERM)
+		_ = server.Wait()
+	}()
+	baseURL := "http://" + addr
+	if err := waitReady(ctx, baseURL, 30*time.Second); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "chatql (%s) with DB_POOL_SIZE=%d DB_MAX_OVERFLOW=%d on a private PostgreSQL; %s per run\n\n", *binary, *poolSize, *overflow, o.duration)
+	return measure(ctx, o, baseURL, dbURL, app, out)
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func waitReady(ctx context.Context, baseURL string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(baseURL + "/health/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return errors.New("chatql did not become ready")
+}

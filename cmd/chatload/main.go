@@ -1,0 +1,208 @@
+// Command chatload measures a chatql server under load.
+//
+//	chatload [flags]          drive a running chatql (--url) with the Inbox query
+//	chatload bench [flags]    start a private PostgreSQL and a chatql with the
+//	                          Supabase settings, seed them, and run the whole
+//	                          matrix: chatql and the raw-SQL ceiling at each
+//	                          concurrency (what `make bench` runs)
+//
+// It prints one table: requests/s, latency percentiles, errors by HTTP status
+// and extensions.code, the most server connections seen in pg_stat_activity
+// (sampled every 50 ms), the server's pool before and after, and the ratio of
+// chatql's throughput to the ceiling's from the same invocation.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"chatql/auth"
+	"chatql/dbpool"
+	"chatql/graph"
+	"chatql/load"
+	"chatql/migrations"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	args := os.Args[1:]
+	var err error
+	if len(args) > 0 && args[0] == "bench" {
+		err = bench(ctx, args[1:], os.Stdout)
+	} else {
+		err = runCommand(ctx, args, os.Stdout)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chatload:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the flags both commands share.
+type options struct {
+	concurrency []int
+	duration    time.Duration
+	writeRatio  float64
+	ceiling     bool
+	jwtSecret   string
+}
+
+func (o *options) register(fs *flag.FlagSet) {
+	fs.Func("c", "concurrency levels, comma-separated (default 16,64,256)", func(s string) error {
+		o.concurrency = nil
+		for _, part := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(part))
+			if err != nil || n < 1 {
+				return fmt.Errorf("bad concurrency %q", part)
+			}
+			o.concurrency = append(o.concurrency, n)
+		}
+		return nil
+	})
+	fs.DurationVar(&o.duration, "d", 20*time.Second, "duration of each run")
+	fs.Float64Var(&o.writeRatio, "write-ratio", 0, "fraction of requests that are sendMessage instead of Inbox")
+	fs.BoolVar(&o.ceiling, "ceiling", true, "also run the raw-SQL ceiling at each concurrency")
+	fs.StringVar(&o.jwtSecret, "jwt-secret", os.Getenv("JWT_SECRET"), "the server's JWT_SECRET, to sign clients in (default $JWT_SECRET)")
+	o.concurrency = []int{16, 64, 256}
+}
+
+// runCommand drives a running server.
+func runCommand(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("chatload", flag.ContinueOnError)
+	var o options
+	o.register(fs)
+	baseURL := fs.String("url", "http://127.0.0.1:8080", "the chatql server")
+	dbURL := fs.String("database-url", os.Getenv("DATABASE_URL"), "the server's database, to seed, sample pg_stat_activity and run the ceiling (default $DATABASE_URL)")
+	app := fs.String("app", "chatql", "the server's DB_APPLICATION_NAME, to count its connections")
+	seed := fs.Bool("seed", false, "seed the load data set first (1,000 users, 2,000 conversations, 200,000 messages) if the database has no users")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dbURL == "" || o.jwtSecret == "" {
+		return errors.New("need --database-url and --jwt-secret (or DATABASE_URL and JWT_SECRET)")
+	}
+	if *seed {
+		if err := seedDatabase(ctx, *dbURL, out); err != nil {
+			return err
+		}
+	}
+	return measure(ctx, o, *baseURL, *dbURL, *app, out)
+}
+
+func seedDatabase(ctx context.Context, dbURL string, out io.Writer) error {
+	if _, err := migrations.Up(ctx, dbURL, slog.New(slog.DiscardHandler)); err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	start := time.Now()
+	_, err = load.Seed(ctx, conn, load.DefaultDataSet)
+	if errors.Is(err, load.ErrNotEmpty) {
+		fmt.Fprintln(out, "database already has users: not seeding")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("seed: %w", err)
+	}
+	ds := load.DefaultDataSet
+	fmt.Fprintf(out, "seeded %d users, %d conversations, %d messages in %s\n", ds.Users, ds.Conversations, ds.Messages, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// measure runs the matrix against the server at baseURL and prints the table.
+func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.Writer) error {
+	tokens, err := auth.NewTokens([]byte(o.jwtSecret), time.Hour)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	maxC := 0
+	for _, c := range o.concurrency {
+		maxC = max(maxC, c)
+	}
+	clients, err := load.Clients(ctx, conn, maxC, func(id string) (string, error) {
+		t, _, err := tokens.Issue(id)
+		return t, err
+	})
+	if err != nil {
+		return err
+	}
+	sampleConn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer sampleConn.Close(context.Background())
+
+	var results []load.Result
+	warm := load.HTTPRun{BaseURL: baseURL, Clients: clients, Concurrency: min(16, maxC), Duration: 2 * time.Second, Query: graph.InboxQuery}
+	if _, err := warm.Run(ctx); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	var poolCfg dbpool.Config
+	for _, c := range o.concurrency {
+		r, err := load.HTTPRun{
+			BaseURL: baseURL, Clients: clients, Concurrency: c, Duration: o.duration, WriteRatio: o.writeRatio,
+			Query: graph.InboxQuery, Sample: load.BackendSampler(sampleConn, app),
+		}.Run(ctx)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+		fmt.Fprintf(out, "chatql  c=%-4d %8.1f req/s  p99 %s ms  backends %d  errors %d\n", c, r.Throughput(), fmtMs(r.Percentile(0.99)), r.MaxBackends, r.ErrorCount())
+		poolCfg.Size, poolCfg.MaxOverflow = intField(r.PoolAfter, "pool_size"), intField(r.PoolAfter, "max_overflow")
+	}
+	if o.ceiling {
+		cfg := dbpool.DefaultConfig()
+		cfg.Size, cfg.MaxOverflow, cfg.Timeout = max(poolCfg.Size, 1), poolCfg.MaxOverflow, 30*time.Second
+		cfg.ApplicationName = "chatload-ceiling"
+		pool, err := dbpool.New(dbURL, cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		for _, c := range o.concurrency {
+			r, err := load.CeilingRun{
+				Pool: pool, Clients: clients, Concurrency: c, Duration: o.duration, Conversations: 20, Messages: 10,
+				Sample: load.BackendSampler(sampleConn, cfg.ApplicationName),
+			}.Run(ctx)
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
+			fmt.Fprintf(out, "ceiling c=%-4d %8.1f req/s  p99 %s ms  backends %d  errors %d\n", c, r.Throughput(), fmtMs(r.Percentile(0.99)), r.MaxBackends, r.ErrorCount())
+		}
+	}
+	fmt.Fprintln(out)
+	load.PrintTable(out, results)
+	return nil
+}
+
+func fmtMs(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
+
+func intField(m map[string]any, k string) int {
+	f, _ := m[k].(float64)
+	return int(f)
+}

@@ -1,0 +1,219 @@
+package load
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Modes of a Result.
+const (
+	ModeChatQL  = "chatql"
+	ModeCeiling = "ceiling"
+)
+
+// Client is one simulated user: a token and a conversation to write to.
+type Client struct {
+	Token          string
+	UserID         string
+	ConversationID string
+}
+
+// Clients returns n clients, each a different seeded user that takes part
+// in at least one conversation, the heavy user first. tokenFor mints the
+// user's access token.
+func Clients(ctx context.Context, conn *pgx.Conn, n int, tokenFor func(userID string) (string, error)) ([]Client, error) {
+	rows, err := conn.Query(ctx, `
+		SELECT u.id::text, min(p.conversation_id::text)
+		FROM users u JOIN conversation_participants p ON p.user_id = u.id
+		GROUP BY u.id, u.email ORDER BY u.email LIMIT $1`, n)
+	if err != nil {
+		return nil, fmt.Errorf("pick users: %w", err)
+	}
+	clients, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Client, error) {
+		var c Client
+		err := row.Scan(&c.UserID, &c.ConversationID)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pick users: %w", err)
+	}
+	if len(clients) < n {
+		return nil, fmt.Errorf("only %d users with conversations, need %d: seed first (--seed)", len(clients), n)
+	}
+	for i := range clients {
+		if clients[i].Token, err = tokenFor(clients[i].UserID); err != nil {
+			return nil, err
+		}
+	}
+	return clients, nil
+}
+
+// HTTPRun drives a chatql server: Concurrency clients each send Query (or,
+// with probability WriteRatio, a sendMessage) back to back for Duration.
+type HTTPRun struct {
+	BaseURL     string
+	Clients     []Client
+	Concurrency int
+	Duration    time.Duration
+	WriteRatio  float64
+	Query       string
+	// Sample, when set, is polled every 50 ms for the measured
+	// application's server connections.
+	Sample func(ctx context.Context) (int, error)
+}
+
+const sendMessage = `mutation Send($c: ID!, $b: String!) { sendMessage(input: {conversationId: $c, body: $b}) { id } }`
+
+// Run executes the load and returns what it measured.
+func (h HTTPRun) Run(ctx context.Context) (Result, error) {
+	if len(h.Clients) < h.Concurrency {
+		return Result{}, fmt.Errorf("%d clients for concurrency %d", len(h.Clients), h.Concurrency)
+	}
+	transport := &http.Transport{MaxIdleConns: h.Concurrency, MaxIdleConnsPerHost: h.Concurrency, IdleConnTimeout: time.Minute}
+	defer transport.CloseIdleConnections()
+	httpClient := &http.Client{Transport: transport, Timeout: 2 * time.Minute}
+
+	res := Result{Mode: ModeChatQL, Concurrency: h.Concurrency, Errors: map[string]int{}}
+	res.PoolBefore, _ = poolSnapshot(ctx, httpClient, h.BaseURL)
+	inbox, _ := json.Marshal(map[string]any{"query": h.Query})
+
+	var mu sync.Mutex
+	record := func(lat []time.Duration, errs map[string]int) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.Latencies = append(res.Latencies, lat...)
+		for k, v := range errs {
+			res.Errors[k] += v
+		}
+	}
+	stopSampling := startSampler(ctx, h.Sample, &res.MaxBackends)
+	start := time.Now()
+	deadline := start.Add(h.Duration)
+	var wg sync.WaitGroup
+	var seq atomic.Int64
+	for i := range h.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := h.Clients[i]
+			rng := rand.New(rand.NewPCG(uint64(i), 7))
+			var lat []time.Duration
+			errs := map[string]int{}
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				body := inbox
+				if h.WriteRatio > 0 && rng.Float64() < h.WriteRatio {
+					body, _ = json.Marshal(map[string]any{"query": sendMessage, "variables": map[string]any{
+						"c": c.ConversationID, "b": fmt.Sprintf("load message %d", seq.Add(1)),
+					}})
+				}
+				t0 := time.Now()
+				kind := post(ctx, httpClient, h.BaseURL+"/query", c.Token, body)
+				lat = append(lat, time.Since(t0))
+				if kind != "" {
+					errs[kind]++
+				}
+			}
+			record(lat, errs)
+		}()
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	stopSampling()
+	slices.Sort(res.Latencies)
+	res.PoolAfter, _ = poolSnapshot(ctx, httpClient, h.BaseURL)
+	return res, ctx.Err()
+}
+
+// post sends one GraphQL request and returns "" or the kind of failure.
+// The response is only decoded when it carries errors: decoding 60 KB of
+// inbox on every request would load the machine being measured.
+func post(ctx context.Context, c *http.Client, url, token string, body []byte) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return "request: " + err.Error()
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.Do(req)
+	if err != nil {
+		return "transport error"
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "transport error"
+	}
+	if resp.StatusCode == http.StatusOK && !bytes.Contains(raw, []byte(`"errors"`)) {
+		return ""
+	}
+	var r struct {
+		Errors []struct {
+			Extensions struct{ Code string } `json:"extensions"`
+		} `json:"errors"`
+	}
+	code := "no code"
+	if json.Unmarshal(raw, &r) == nil && len(r.Errors) > 0 {
+		code = r.Errors[0].Extensions.Code
+	}
+	return fmt.Sprintf("HTTP %d %s", resp.StatusCode, code)
+}
+
+func poolSnapshot(ctx context.Context, c *http.Client, baseURL string) (map[string]any, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/health/db-pool", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var s map[string]any
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// startSampler polls sample every 50 ms into max until stopped.
+func startSampler(ctx context.Context, sample func(context.Context) (int, error), max *int) (stop func()) {
+	if sample == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if n, err := sample(ctx); err == nil && n > *max {
+				*max = n
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// BackendSampler counts the server connections whose application_name is
+// app, over a connection of its own.
+func BackendSampler(conn *pgx.Conn, app string) func(context.Context) (int, error) {
+	return func(ctx context.Context) (int, error) {
+		var n int
+		err := conn.QueryRow(ctx, "SELECT count(*)::int FROM pg_stat_activity WHERE application_name = $1", app).Scan(&n)
+		return n, err
+	}
+}
