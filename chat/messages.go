@@ -134,10 +134,13 @@ func SendMessage(ctx context.Context, db dbpool.DB, viewer, conversationID, body
 		return Message{}, err
 	}
 	// Locking the participant row proves participation and keeps the
-	// viewer from being removed while the message is written.
+	// viewer from being removed while the message is written. The lock is
+	// exclusive (the row's last_read_at is updated below): with a shared
+	// lock, two sends by one user to one conversation would each wait for
+	// the other to upgrade it, a deadlock.
 	tag, err := db.Exec(ctx, `
 		SELECT 1 FROM conversation_participants
-		WHERE conversation_id = $1 AND user_id = $2 FOR SHARE`, conversationID, viewer)
+		WHERE conversation_id = $1 AND user_id = $2 FOR NO KEY UPDATE`, conversationID, viewer)
 	if err != nil {
 		return Message{}, fmt.Errorf("check participation: %w", err)
 	}

@@ -60,6 +60,9 @@ type Pool struct {
 	waitTotalNs atomic.Int64
 	waitMaxNs   atomic.Int64
 	lastTimeout atomic.Int64 // unix nanoseconds of the last acquire timeout
+	// opened counts connections established (pgxpool's NewConnsCount also
+	// counts failed attempts).
+	opened atomic.Int64
 }
 
 // Option adjusts the pgx configuration of a pool before it is created.
@@ -151,6 +154,7 @@ func (p *Pool) Ping(ctx context.Context) error {
 }
 
 func (p *Pool) afterConnect(_ context.Context, c *pgx.Conn) error {
+	p.opened.Add(1)
 	p.mu.Lock()
 	p.fresh[c] = struct{}{}
 	p.mu.Unlock()
@@ -169,8 +173,15 @@ func (p *Pool) prepareConn(ctx context.Context, c *pgx.Conn) (bool, error) {
 	}
 	if err := c.Ping(ctx); err != nil {
 		if ctx.Err() != nil {
-			// The caller gave up while we pinged: not the connection's fault.
-			return false, ctx.Err()
+			// The caller gave up while we pinged: not the connection's
+			// fault. (true, err) gives it back rather than destroy it; one
+			// the interrupted ping left unusable is destroyed on release.
+			// pgxpool puts it straight back on the idle list, so it is
+			// idle again for the shrinking policy too.
+			p.mu.Lock()
+			p.idle[c] = struct{}{}
+			p.mu.Unlock()
+			return true, ctx.Err()
 		}
 		p.invalid.Add(1)
 		p.logger.Debug("discarding invalid connection", "pid", c.PgConn().PID(), "err", err)

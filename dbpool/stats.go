@@ -62,7 +62,7 @@ func (p *Pool) Stats() Stats {
 		Timeouts:         int(p.timeouts.Load()),
 		MaxAcquireWaitMs: float64(p.waitMaxNs.Load()) / float64(time.Millisecond),
 		Recycled:         int(ps.MaxLifetimeDestroyCount()),
-		Opened:           int(ps.NewConnsCount()),
+		Opened:           int(p.opened.Load()),
 	}
 	s.Overflow = max(s.Total-s.PoolSize, 0)
 	if s.AcquireCount > 0 {

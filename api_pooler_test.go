@@ -1,0 +1,620 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"chatql/config"
+	"chatql/dbpool"
+	"chatql/graph"
+	"chatql/localpg"
+	"chatql/localpg/pgtest"
+)
+
+// The incident chatql was built for, replayed through a real PgBouncer: a
+// session-mode pooler that refuses clients past a limit, the way Supabase's
+// pooler answers "MaxClientsInSessionMode: max clients reached". Each test
+// starts its own PgBouncer in front of the package's throwaway cluster and
+// routes the API's pool through it; fixtures and checks use the direct URL.
+
+// startPooler starts a PgBouncer in front of the test cluster and stops it
+// when the test ends. It skips the test when TEST_DATABASE_URL is in use:
+// PgBouncer needs the superuser password of a cluster we started.
+func startPooler(t *testing.T, mode string, maxClientConn, defaultPoolSize int) *localpg.Bouncer {
+	t.Helper()
+	cluster := pgtest.Cluster()
+	if cluster == nil {
+		t.Skip("TEST_DATABASE_URL is in use: the pooler tests put PgBouncer in front of a throwaway local cluster, which needs its superuser password")
+	}
+	// Not t.TempDir: that is 0700, and PgBouncer runs as the postgres user
+	// when the tests run as root.
+	root, err := os.MkdirTemp("", "chatql-pgbouncer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := localpg.StartBouncer(t.Context(), localpg.BouncerOptions{
+		Dir:             filepath.Join(root, "pgbouncer"),
+		Backend:         cluster,
+		PoolMode:        mode,
+		MaxClientConn:   maxClientConn,
+		DefaultPoolSize: defaultPoolSize,
+		Logger:          slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Stop(); err != nil {
+			t.Errorf("stop pgbouncer: %v", err)
+		}
+	})
+	return b
+}
+
+// throughBouncer returns an apiOptions.poolURL that sends the pool through
+// b: the same database and credentials, PgBouncer's host and port.
+func throughBouncer(b *localpg.Bouncer) func(string) string {
+	return func(direct string) string {
+		u, err := url.Parse(direct)
+		if err != nil {
+			panic(fmt.Sprintf("test database URL %q: %v", direct, err))
+		}
+		u.Host = fmt.Sprintf("127.0.0.1:%d", b.Port())
+		return u.String()
+	}
+}
+
+// bouncerRefusals counts the clients PgBouncer turned away for
+// max_client_conn, from its log: its own side of the story.
+func bouncerRefusals(t *testing.T, b *localpg.Bouncer) int {
+	t.Helper()
+	content, err := os.ReadFile(b.LogFile())
+	if err != nil {
+		t.Fatalf("read the pgbouncer log: %v", err)
+	}
+	// One WARNING line per refused client; the LOG line "closing because"
+	// depends on log_disconnections.
+	return strings.Count(string(content), "pooler error: no more connections allowed")
+}
+
+// newReplica is another chatql serving the database of primary, as a second
+// replica of a deployment would: its own pool (with cfg) through poolURL,
+// its own handler, the same token secret. It has no admin connection:
+// fixtures and checks go through primary. logger nil discards the log.
+func newReplica(t *testing.T, primary *testAPI, poolURL func(string) string, cfg dbpool.Config, logger *slog.Logger) *testAPI {
+	t.Helper()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	cfg.ApplicationName = primary.appName + "-" + hex.EncodeToString(b[:])
+	a := &testAPI{t: t, counter: &statementCounter{}, appName: cfg.ApplicationName, dbURL: primary.dbURL, tokens: primary.tokens}
+	var err error
+	if a.pool, err = dbpool.New(poolURL(primary.dbURL), cfg, logger, dbpool.WithTracer(a.counter)); err != nil {
+		t.Fatal(err)
+	}
+	stats := true
+	a.srv = httptest.NewServer(newHandler(apiConfig{
+		pool:   a.pool,
+		tokens: a.tokens,
+		logger: logger,
+		cfg:    config.Config{AutoProvision: true, Introspection: true, DBStats: &stats},
+	}))
+	t.Cleanup(func() {
+		a.srv.Close()
+		a.pool.Close()
+	})
+	return a
+}
+
+// errorLog is a slog handler that tallies the err attribute of every
+// record, so that a test can tell what the server logged behind the
+// generic INTERNAL its clients saw. Statement names are folded, so that
+// one kind of error counts once.
+type errorLog struct {
+	mu   sync.Mutex
+	errs map[string]int
+}
+
+var stmtcacheName = regexp.MustCompile(`stmtcache_[0-9a-f]+`)
+
+func (h *errorLog) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *errorLog) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" {
+			h.mu.Lock()
+			if h.errs == nil {
+				h.errs = map[string]int{}
+			}
+			h.errs[stmtcacheName.ReplaceAllString(a.Value.String(), "stmtcache_…")]++
+			h.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+func (h *errorLog) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *errorLog) WithGroup(string) slog.Handler      { return h }
+
+// tally returns the errors logged, with their counts, most frequent first.
+func (h *errorLog) tally() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	msgs := slices.Collect(maps.Keys(h.errs))
+	slices.SortFunc(msgs, func(a, b string) int { return h.errs[b] - h.errs[a] })
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = fmt.Sprintf("%dx %s", h.errs[m], m)
+	}
+	return out
+}
+
+// loadResult is what a load phase saw.
+type loadResult struct {
+	requests     int
+	ok           int            // 200 with no errors
+	statuses     map[int]int    // HTTP status of every answered request
+	codes        map[string]int // extensions.code of every error
+	failures     []string       // the first few failed answers, for the log
+	transport    int            // requests that got no answer (timeout, reset)
+	missing503   int            // 503s without Retry-After
+	errorsNot503 int            // answers with errors whose status was not 503
+	maxLatency   time.Duration
+	elapsed      time.Duration
+}
+
+func (r loadResult) perSecond() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+
+func (r loadResult) String() string {
+	return fmt.Sprintf("%d requests in %s (%.0f/s), %d ok, statuses %v, codes %v, %d unanswered, slowest %s",
+		r.requests, r.elapsed.Round(time.Millisecond), r.perSecond(), r.ok, r.statuses, r.codes, r.transport, r.maxLatency.Round(time.Millisecond))
+}
+
+// runLoad has clients goroutines send body as the bearer of token, one
+// request after another, spread over servers, until d has passed; each
+// request may take at most reqTimeout. Requests in flight at the end are
+// waited for.
+func runLoad(servers []*testAPI, token string, body map[string]any, clients int, d, reqTimeout time.Duration) loadResult {
+	payload, _ := json.Marshal(body)
+	transport := &http.Transport{MaxIdleConnsPerHost: clients}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: transport, Timeout: reqTimeout}
+
+	res := loadResult{statuses: map[int]int{}, codes: map[string]int{}}
+	var mu sync.Mutex
+	record := func(status int, retryAfter string, raw []byte, latency time.Duration, transportErr error) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.requests++
+		res.maxLatency = max(res.maxLatency, latency)
+		if transportErr != nil {
+			res.transport++
+			if len(res.failures) < 5 {
+				res.failures = append(res.failures, transportErr.Error())
+			}
+			return
+		}
+		res.statuses[status]++
+		if status == http.StatusServiceUnavailable && retryAfter == "" {
+			res.missing503++
+		}
+		var r gqlResponse
+		if err := json.Unmarshal(raw, &r); err != nil {
+			res.codes["(body not JSON)"]++
+		}
+		for _, e := range r.Errors {
+			res.codes[e.Extensions.Code]++
+		}
+		if len(r.Errors) > 0 && status != http.StatusServiceUnavailable {
+			res.errorsNot503++
+		}
+		if status == http.StatusOK && len(r.Errors) == 0 && r.Data != nil {
+			res.ok++
+		} else if len(res.failures) < 5 {
+			res.failures = append(res.failures, fmt.Sprintf("%d %s", status, raw))
+		}
+	}
+
+	start := time.Now()
+	end := start.Add(d)
+	var wg sync.WaitGroup
+	for i := range clients {
+		srv := servers[i%len(servers)].srv
+		wg.Go(func() {
+			for time.Now().Before(end) {
+				req, _ := http.NewRequest(http.MethodPost, srv.URL+"/query", bytes.NewReader(payload))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+token)
+				sent := time.Now()
+				resp, err := client.Do(req)
+				if err != nil {
+					record(0, "", nil, time.Since(sent), err)
+					continue
+				}
+				raw, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				record(resp.StatusCode, resp.Header.Get("Retry-After"), raw, time.Since(sent), err)
+			}
+		})
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	return res
+}
+
+// connSampler watches, while a load phase runs, the server connections of
+// the test database (every client backend of it but the sampler's own,
+// which is the only direct connection: the rest come through PgBouncer;
+// autovacuum workers show in pg_stat_activity with the database's name too)
+// and the open connections of the pools.
+type connSampler struct {
+	stop, done chan struct{}
+	maxServer  int
+	maxPool    int // the most connections all pools had open at one instant
+	err        error
+}
+
+func sampleConnections(conn *pgx.Conn, pools ...*dbpool.Pool) *connSampler {
+	s := &connSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		ticker := time.NewTicker(10 * time.Millisecond)
+		defer ticker.Stop()
+		for {
+			var n int
+			if err := conn.QueryRow(context.Background(),
+				`SELECT count(*)::int FROM pg_stat_activity
+				WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+				s.err = err
+				return
+			}
+			s.maxServer = max(s.maxServer, n)
+			total := 0
+			for _, p := range pools {
+				total += p.Stats().Total
+			}
+			s.maxPool = max(s.maxPool, total)
+			select {
+			case <-s.stop:
+				return
+			case <-ticker.C:
+			}
+		}
+	}()
+	return s
+}
+
+// finish stops the sampler and returns what it saw.
+func (s *connSampler) finish(t *testing.T) (maxServer, maxPool int) {
+	t.Helper()
+	close(s.stop)
+	<-s.done
+	if s.err != nil {
+		t.Fatalf("sample pg_stat_activity: %v", s.err)
+	}
+	return s.maxServer, s.maxPool
+}
+
+// TestPoolerSessionModeSupabaseBlock is the incident, beaten: behind a
+// session-mode pooler that admits 5 clients, chatql with the Supabase block
+// of .env.example (3 + 2, timeout 30 s) serves 256 concurrent inbox
+// clients for 10 s without one error, and never has more than 5
+// connections through the pooler.
+func TestPoolerSessionModeSupabaseBlock(t *testing.T) {
+	t.Parallel()
+	b := startPooler(t, "session", 5, 5)
+	a := newAPI(t, func(o *apiOptions) {
+		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, 30*time.Second
+		o.poolURL = throughBouncer(b)
+	})
+	token := inboxFixture(t, a)
+
+	sampler := sampleConnections(a.admin, a.pool)
+	res := runLoad([]*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 256, 10*time.Second, 45*time.Second)
+	maxServer, maxPool := sampler.finish(t)
+	refused := bouncerRefusals(t, b)
+	t.Logf("session pooler, max_client_conn 5, chatql 3+2, 256 clients for 10 s: %s", res)
+	t.Logf("at most %d server connections, %d pool connections; PgBouncer refused %d clients; pool %+v",
+		maxServer, maxPool, refused, a.pool.Stats())
+
+	if res.ok != res.requests || res.requests == 0 {
+		t.Errorf("%d of %d requests failed; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
+	}
+	if maxServer > 5 || maxPool > 5 {
+		t.Errorf("saw %d server and %d pool connections, the budget is 5", maxServer, maxPool)
+	}
+	if refused != 0 {
+		t.Errorf("PgBouncer refused %d clients", refused)
+	}
+	a.waitReleased()
+}
+
+// TestPoolerMisconfigurationFails is the incident itself: the original
+// configuration (20 connections, no overflow) behind the same pooler gets
+// clients refused. It proves the test above can fail, and that chatql
+// reports the refusal as it should: 503 DB_UNAVAILABLE with Retry-After,
+// promptly, never INTERNAL, never a hang.
+func TestPoolerMisconfigurationFails(t *testing.T) {
+	t.Parallel()
+	b := startPooler(t, "session", 5, 5)
+	a := newAPI(t, func(o *apiOptions) {
+		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 20, 0, 30*time.Second
+		o.poolURL = throughBouncer(b)
+	})
+	token := inboxFixture(t, a)
+
+	const bound = 15 * time.Second
+	res := runLoad([]*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 64, 4*time.Second, bound)
+	refused := bouncerRefusals(t, b)
+	t.Logf("session pooler, max_client_conn 5, chatql 20+0, 64 clients for 4 s: %s", res)
+	t.Logf("PgBouncer refused %d clients; pool %+v", refused, a.pool.Stats())
+
+	if res.ok == res.requests {
+		t.Fatalf("no request failed: the misconfiguration went unpunished; first answers: %v", res.failures)
+	}
+	if refused == 0 {
+		t.Error("PgBouncer's log shows no refused client")
+	}
+	if res.transport != 0 {
+		t.Errorf("%d requests got no answer within %s: %v", res.transport, bound, res.failures)
+	}
+	for status := range res.statuses {
+		if status != http.StatusOK && status != http.StatusServiceUnavailable {
+			t.Errorf("HTTP %d seen (%v), want only 200 and 503", status, res.statuses)
+		}
+	}
+	if res.errorsNot503 != 0 {
+		t.Errorf("%d answers with errors were not 503", res.errorsNot503)
+	}
+	for code := range res.codes {
+		if code != graph.CodeUnavailable {
+			t.Errorf("error code %s seen (%v), want only DB_UNAVAILABLE", code, res.codes)
+		}
+	}
+	if res.missing503 != 0 {
+		t.Errorf("%d 503s without Retry-After", res.missing503)
+	}
+	if res.maxLatency > bound {
+		t.Errorf("slowest request took %s", res.maxLatency)
+	}
+	a.waitReleased()
+}
+
+// GraphQL documents of the transaction-mode flow.
+const (
+	poolerSignUp = `mutation($in: SignUpInput!) { signUp(input: $in) { token user { id displayName } } }`
+	poolerSignIn = `mutation($email: String!, $password: String!) {
+		signIn(input: {email: $email, password: $password}) { token user { id } } }`
+	poolerCreateConversation = `mutation($in: CreateConversationInput!) {
+		createConversation(input: $in) { id title participants { id } } }`
+	poolerSendMessage = `mutation($c: ID!, $b: String!) {
+		sendMessage(input: {conversationId: $c, body: $b}) { id body author { id } } }`
+	poolerMarkRead = `mutation($c: ID!) { markConversationRead(conversationId: $c) { id unreadCount } }`
+	poolerPage     = `query($c: ID!, $after: String) { conversation(id: $c) {
+		messages(first: 10, after: $after) { nodes { id body } pageInfo { hasNextPage endCursor } } } }`
+)
+
+// TestPoolerTransactionMode: behind a transaction-mode pooler (Supabase's
+// port 6543) chatql works with DB_QUERY_EXEC_MODE=exec, through every main
+// flow and under concurrent load, and with simple_protocol under load; with
+// the default cache_statement most operations fail, because its prepared
+// statements meet server connections that do not have them (or already
+// have them).
+func TestPoolerTransactionMode(t *testing.T) {
+	t.Parallel()
+	// Fewer server connections than chatql has clients, so that the pooler
+	// really hands each transaction whichever server connection is free.
+	b := startPooler(t, "transaction", 50, 2)
+	a := newAPI(t, func(o *apiOptions) {
+		o.pool.Size, o.pool.MaxOverflow = 3, 2
+		o.pool.QueryExecMode = pgx.QueryExecModeExec
+		o.poolURL = throughBouncer(b)
+	})
+
+	// Sign up two people, sign one in again.
+	type authPayload struct {
+		Token string
+		User  userJSON
+	}
+	signUpAs := func(name string) authPayload {
+		var data struct{ SignUp authPayload }
+		a.post("", poolerSignUp, map[string]any{"in": map[string]any{
+			"email": strings.ToLower(name) + "@example.com", "password": "password-" + name, "displayName": name,
+		}}).into(t, &data)
+		if data.SignUp.Token == "" || data.SignUp.User.DisplayName != name {
+			t.Fatalf("signUp %s: %+v", name, data.SignUp)
+		}
+		return data.SignUp
+	}
+	ann, bob := signUpAs("Ann"), signUpAs("Bob")
+	var in struct{ SignIn authPayload }
+	a.post("", poolerSignIn, map[string]any{"email": "ann@example.com", "password": "password-Ann"}).into(t, &in)
+	if in.SignIn.User.ID != ann.User.ID {
+		t.Fatalf("signIn as Ann gave user %s, want %s", in.SignIn.User.ID, ann.User.ID)
+	}
+	annToken := in.SignIn.Token
+
+	// Ann starts a conversation with Bob; they exchange 25 messages.
+	var created struct{ CreateConversation conversationJSON }
+	a.post(annToken, poolerCreateConversation, map[string]any{"in": map[string]any{
+		"title": "through the pooler", "participantIds": []string{bob.User.ID},
+	}}).into(t, &created)
+	conv := created.CreateConversation
+	if got := slices.Sorted(slices.Values(userIDs(conv.Participants))); !slices.Equal(got, slices.Sorted(slices.Values([]string{ann.User.ID, bob.User.ID}))) {
+		t.Fatalf("participants %v", got)
+	}
+	var sent []string // message ids, oldest first
+	bobUnread := 0    // sending marks the conversation read for the sender
+	for i := range 25 {
+		token, author := annToken, ann.User.ID
+		if i%2 == 1 {
+			token, author = bob.Token, bob.User.ID
+			bobUnread = 0
+		} else {
+			bobUnread++
+		}
+		var data struct{ SendMessage messageJSON }
+		a.post(token, poolerSendMessage, map[string]any{"c": conv.ID, "b": fmt.Sprintf("message %d", i)}).into(t, &data)
+		if data.SendMessage.Author.ID != author || data.SendMessage.Body != fmt.Sprintf("message %d", i) {
+			t.Fatalf("sendMessage %d: %+v", i, data.SendMessage)
+		}
+		sent = append(sent, data.SendMessage.ID)
+	}
+
+	// Bob's inbox shows it with Ann's messages unread and the last one on top.
+	var inbox struct {
+		Conversations struct {
+			Edges []struct{ Node conversationJSON }
+		}
+	}
+	a.post(bob.Token, graph.InboxQuery, nil).into(t, &inbox)
+	if len(inbox.Conversations.Edges) != 1 {
+		t.Fatalf("Bob's inbox has %d conversations, want 1", len(inbox.Conversations.Edges))
+	}
+	node := inbox.Conversations.Edges[0].Node
+	if node.ID != conv.ID || node.UnreadCount != bobUnread || node.LastMessage == nil || node.LastMessage.ID != sent[24] ||
+		len(node.Participants) != 2 || len(node.Messages.Nodes) != 10 {
+		t.Fatalf("Bob's inbox entry: %+v, want %d unread and message %s last", node, bobUnread, sent[24])
+	}
+
+	var read struct{ MarkConversationRead conversationJSON }
+	a.post(bob.Token, poolerMarkRead, map[string]any{"c": conv.ID}).into(t, &read)
+	if read.MarkConversationRead.UnreadCount != 0 {
+		t.Errorf("unread after markConversationRead: %d", read.MarkConversationRead.UnreadCount)
+	}
+
+	// Page through the messages, newest first, 10 at a time.
+	var paged []string
+	var after any
+	for page := 1; ; page++ {
+		var data struct {
+			Conversation struct {
+				Messages struct {
+					Nodes    []messageJSON
+					PageInfo pageInfoJSON
+				}
+			}
+		}
+		a.post(bob.Token, poolerPage, map[string]any{"c": conv.ID, "after": after}).into(t, &data)
+		m := data.Conversation.Messages
+		paged = append(paged, ids(m.Nodes, func(m messageJSON) string { return m.ID })...)
+		if !m.PageInfo.HasNextPage {
+			break
+		}
+		if page == 5 || m.PageInfo.EndCursor == nil {
+			t.Fatalf("page %d: %+v", page, m.PageInfo)
+		}
+		after = *m.PageInfo.EndCursor
+	}
+	newestFirst := slices.Clone(sent)
+	slices.Reverse(newestFirst)
+	if !slices.Equal(paged, newestFirst) {
+		t.Errorf("paged messages %v, want %v", paged, newestFirst)
+	}
+
+	// Concurrent load: more chatql connections than server connections.
+	res := runLoad([]*testAPI{a}, bob.Token, map[string]any{"query": graph.InboxQuery}, 32, 3*time.Second, 45*time.Second)
+	t.Logf("transaction pooler (2 server connections), exec mode, 32 clients for 3 s: %s", res)
+	if res.ok != res.requests || res.requests == 0 {
+		t.Errorf("%d of %d requests failed in exec mode; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
+	}
+	a.waitReleased()
+
+	// simple_protocol, the other mode the README offers for transaction
+	// poolers, on the same pooler and database.
+	cfg := dbpool.DefaultConfig()
+	cfg.Size, cfg.MaxOverflow, cfg.Timeout = 3, 2, 10*time.Second
+	cfg.QueryExecMode = pgx.QueryExecModeSimpleProtocol
+	simple := newReplica(t, a, throughBouncer(b), cfg, nil)
+	res = runLoad([]*testAPI{simple}, bob.Token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
+	t.Logf("transaction pooler, simple_protocol mode, 16 clients for 2 s: %s", res)
+	if res.ok != res.requests || res.requests == 0 {
+		t.Errorf("%d of %d requests failed in simple_protocol mode; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
+	}
+	simple.waitReleased()
+
+	// The default mode, cache_statement, on the same pooler and database:
+	// pgx prepares each statement under a name derived from its text
+	// (stmtcache_<hash>) on the server connection the pooler lent for that
+	// round trip, and runs it later on whichever one it lends next.
+	cfg.QueryExecMode = pgx.QueryExecModeCacheStatement
+	logged := &errorLog{}
+	cached := newReplica(t, a, throughBouncer(b), cfg, slog.New(logged))
+	res = runLoad([]*testAPI{cached}, bob.Token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
+	errs := logged.tally()
+	t.Logf("transaction pooler, default cache_statement mode, 16 clients for 2 s: %s", res)
+	t.Logf("what the server logged:\n%s", strings.Join(errs, "\n"))
+	if res.ok == res.requests {
+		t.Errorf("cache_statement behind a transaction pooler had no errors: %s", res)
+	}
+	if !strings.Contains(strings.Join(errs, "\n"), `prepared statement "stmtcache_…"`) {
+		t.Errorf("no prepared-statement error logged; logged: %v", errs)
+	}
+	cached.waitReleased()
+}
+
+// TestPoolerReplicasShareBudget: three replicas of chatql, each with 1 + 1
+// connections, share a session-mode pooler that admits 6 clients: the
+// sizing rule replicas × (size + overflow) ≤ limit holds, so 64 clients
+// spread over them get no errors.
+func TestPoolerReplicasShareBudget(t *testing.T) {
+	t.Parallel()
+	b := startPooler(t, "session", 6, 6)
+	pooled := throughBouncer(b)
+	a := newAPI(t, func(o *apiOptions) {
+		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 1, 1, 30*time.Second
+		o.poolURL = pooled
+	})
+	token := inboxFixture(t, a)
+	replicas := []*testAPI{a, newReplica(t, a, pooled, a.pool.Config(), nil), newReplica(t, a, pooled, a.pool.Config(), nil)}
+
+	sampler := sampleConnections(a.admin, replicas[0].pool, replicas[1].pool, replicas[2].pool)
+	res := runLoad(replicas, token, map[string]any{"query": graph.InboxQuery}, 64, 5*time.Second, 45*time.Second)
+	maxServer, maxPool := sampler.finish(t)
+	refused := bouncerRefusals(t, b)
+	t.Logf("session pooler, max_client_conn 6, 3 replicas of 1+1, 64 clients for 5 s: %s", res)
+	t.Logf("at most %d server connections, %d pool connections over the replicas; PgBouncer refused %d clients", maxServer, maxPool, refused)
+	for i, r := range replicas {
+		t.Logf("replica %d: %+v", i+1, r.pool.Stats())
+	}
+
+	if res.ok != res.requests || res.requests == 0 {
+		t.Errorf("%d of %d requests failed; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
+	}
+	if maxServer > 6 || maxPool > 6 {
+		t.Errorf("saw %d server and %d pool connections, the budget is 6", maxServer, maxPool)
+	}
+	if refused != 0 {
+		t.Errorf("PgBouncer refused %d clients", refused)
+	}
+	for _, r := range replicas {
+		r.waitReleased()
+	}
+}
