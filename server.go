@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -48,7 +49,17 @@ const (
 	exitConfig = 2 // bad configuration or usage: nothing was started
 )
 
+// defaultGCPercent is the garbage collector's target unless GOGC is set.
+// Executing a GraphQL operation allocates a lot of short-lived memory (about
+// 2 MB for an inbox) over a small live heap, so Go's default of 100 spends a
+// large share of the CPU collecting; 400 trades a few tens of megabytes of
+// heap for markedly more throughput (see the README's Performance section).
+const defaultGCPercent = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := loadDotEnv(".env"); err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/99designs/gqlgen/graphql"
+
 	"github.com/vikstrous/dataloadgen"
 
 	"chatql/chat"
@@ -72,18 +74,25 @@ func pageKey(conversationID string, first *int, after *string) (chat.PageKey, er
 	return chat.PageKey{ConversationID: conversationID, First: n, After: a}, nil
 }
 
-func messageConnection(page chat.MessagePage) *model.MessageConnection {
+// messageConnection builds a page of messages. Edges (a cursor each) are
+// only built when asked for: an inbox asks for nodes of many pages.
+func messageConnection(ctx context.Context, page chat.MessagePage) *model.MessageConnection {
 	conn := &model.MessageConnection{
-		Edges:    make([]model.MessageEdge, len(page.Messages)),
 		Nodes:    page.Messages,
 		PageInfo: &model.PageInfo{HasNextPage: page.HasNext},
 	}
+	if n := len(page.Messages); n > 0 {
+		end := page.Messages[n-1].Cursor()
+		conn.PageInfo.EndCursor = &end
+	}
+	if !graphql.FieldRequested(ctx, "edges") {
+		conn.Edges = []model.MessageEdge{}
+		return conn
+	}
+	conn.Edges = make([]model.MessageEdge, len(page.Messages))
 	for i := range page.Messages {
 		m := &page.Messages[i]
 		conn.Edges[i] = model.MessageEdge{Cursor: m.Cursor(), Node: m}
-	}
-	if n := len(conn.Edges); n > 0 {
-		conn.PageInfo.EndCursor = &conn.Edges[n-1].Cursor
 	}
 	return conn
 }

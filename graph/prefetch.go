@@ -17,6 +17,11 @@ import (
 //
 // fields are the fields selected on each conversation. Arguments that are
 // invalid are skipped here: the field's own resolver reports them.
+//
+// Once the loaders are primed the connection goes back to the pool: what
+// remains (resolving thousands of fields from the caches, encoding the
+// response) is CPU work that other operations should not queue behind. A
+// field that still needs SQL borrows again.
 func prefetchConversations(ctx context.Context, convs []chat.Conversation, fields []graphql.CollectedField) error {
 	if len(convs) == 0 {
 		return nil
@@ -95,6 +100,7 @@ func prefetchConversations(ctx context.Context, convs []chat.Conversation, field
 			op.loaders.messagePages.Prime(k, p)
 		}
 	}
+	op.scope.Yield()
 	return nil
 }
 

@@ -33,7 +33,7 @@ func (r *conversationResolver) Messages(ctx context.Context, obj *chat.Conversat
 	if err != nil {
 		return nil, err
 	}
-	return messageConnection(page), nil
+	return messageConnection(ctx, page), nil
 }
 
 func (r *conversationResolver) UnreadCount(ctx context.Context, obj *chat.Conversation) (int, error) {
