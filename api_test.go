@@ -38,7 +38,8 @@ func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ p
 func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 type apiOptions struct {
-	pool dbpool.Config
+	pool         dbpool.Config
+	metricsToken string
 	// poolURL, when set, turns the test database's direct URL into the one
 	// the pool connects through (a pooler in front of it, say). Fixtures
 	// and checks keep using the direct URL.
@@ -92,7 +93,7 @@ func newAPI(t testing.TB, adjust ...func(*apiOptions)) *testAPI {
 		pool:   a.pool,
 		tokens: a.tokens,
 		logger: slog.New(slog.DiscardHandler),
-		cfg:    config.Config{AutoProvision: o.autoProvision, Introspection: o.introspection, DBStats: &stats},
+		cfg:    config.Config{AutoProvision: o.autoProvision, Introspection: o.introspection, DBStats: &stats, MetricsToken: o.metricsToken},
 	}
 	api.fieldMiddleware = o.fieldMiddleware
 	a.srv = httptest.NewServer(newHandler(api))

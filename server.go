@@ -39,6 +39,7 @@ import (
 	"chatql/graph"
 	"chatql/health"
 	"chatql/localpg"
+	"chatql/metrics"
 	"chatql/migrations"
 )
 
@@ -196,7 +197,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		logger.Info("database schema up to date", "version", version)
 	}
 
-	pool, err := dbpool.New(db.url, cfg.Pool, logger)
+	m := metrics.New()
+	pool, err := dbpool.New(db.url, cfg.Pool, logger, dbpool.WithObserver(m))
 	if err != nil {
 		return err
 	}
@@ -212,7 +214,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		"pool_size", cfg.Pool.Size, "max_overflow", cfg.Pool.MaxOverflow,
 		"timeout", cfg.Pool.Timeout, "recycle", cfg.Pool.Recycle, "pre_ping", cfg.Pool.PrePing)
 
-	api := apiConfig{pool: pool, logger: logger, cfg: cfg, devMode: db.devMode}
+	api := apiConfig{pool: pool, logger: logger, cfg: cfg, devMode: db.devMode, metrics: m}
 	if api.tokens, err = newTokens(cfg, db.devMode); err != nil {
 		return err
 	}
@@ -293,6 +295,8 @@ type apiConfig struct {
 	devMode bool
 	// demoHeader is the Authorization value the dev-mode playground sends.
 	demoHeader string
+	// metrics records into the registry /metrics serves; nil: a new one.
+	metrics *metrics.Metrics
 	// fieldMiddleware wraps every resolver; only tests set it.
 	fieldMiddleware graphql.FieldMiddleware
 }
@@ -304,8 +308,16 @@ func newHandler(api apiConfig) http.Handler {
 		dbStats = *api.cfg.DBStats
 	}
 	mux := http.NewServeMux()
-	health.Register(mux, api.pool, api.logger)
+	m := api.metrics
+	if m == nil {
+		m = metrics.New()
+	}
+	m.WatchPool(api.pool)
+	guard := func(h http.Handler) http.Handler { return metrics.RequireToken(api.cfg.MetricsToken, h) }
+	health.Register(mux, api.pool, api.logger, guard)
+	mux.Handle("GET /metrics", guard(m.Handler()))
 	mux.Handle("/query", graph.NewHandler(graph.Options{
+		OnOperation:     m.Operation,
 		Pool:            api.pool,
 		Tokens:          api.tokens,
 		Logger:          api.logger,

@@ -35,6 +35,10 @@ type Config struct {
 	LogLevel        slog.Level
 	LogFormat       string // "text" or "json"
 
+	// MetricsToken, when set, is required as a bearer token by /metrics
+	// and /health/db-pool.
+	MetricsToken string
+
 	// JWTSecret signs and verifies access tokens (HS256). Empty is allowed
 	// only with the local database: dev mode then keeps a generated one.
 	JWTSecret string
@@ -82,14 +86,16 @@ func Load(getenv func(string) string) (Config, error) {
 	c := Config{
 		DatabaseURL: strings.TrimSpace(getenv("DATABASE_URL")),
 		Pool: dbpool.Config{
-			Size:            r.int("DB_POOL_SIZE", 5, 1),
-			MaxOverflow:     r.int("DB_MAX_OVERFLOW", 10, 0),
-			Timeout:         r.seconds("DB_POOL_TIMEOUT", 30*time.Second, false),
-			Recycle:         r.seconds("DB_POOL_RECYCLE", time.Hour, true),
-			PrePing:         r.bool("DB_POOL_PRE_PING", true),
-			Echo:            r.bool("DB_ECHO", false),
-			ApplicationName: r.string("DB_APPLICATION_NAME", "chatql"),
-			QueryExecMode:   r.execMode("DB_QUERY_EXEC_MODE"),
+			Size:             r.int("DB_POOL_SIZE", 5, 1),
+			MaxOverflow:      r.int("DB_MAX_OVERFLOW", 10, 0),
+			Timeout:          r.seconds("DB_POOL_TIMEOUT", 30*time.Second, false),
+			Recycle:          r.seconds("DB_POOL_RECYCLE", time.Hour, true),
+			PrePing:          r.bool("DB_POOL_PRE_PING", true),
+			Echo:             r.bool("DB_ECHO", false),
+			ApplicationName:  r.string("DB_APPLICATION_NAME", "chatql"),
+			QueryExecMode:    r.execMode("DB_QUERY_EXEC_MODE"),
+			SlowAcquire:      r.secondsOrOff("DB_SLOW_ACQUIRE", time.Second),
+			StatementTimeout: r.secondsOrOff("DB_STATEMENT_TIMEOUT", 30*time.Second),
 		},
 		Migrate:         r.bool("DB_MIGRATE", true),
 		DataDir:         r.string("DATA_DIR", ".data"),
@@ -97,6 +103,7 @@ func Load(getenv func(string) string) (Config, error) {
 		LogLevel:        r.level("LOG_LEVEL"),
 		LogFormat:       r.oneOf("LOG_FORMAT", "text", "text", "json"),
 		JWTSecret:       r.string("JWT_SECRET", ""),
+		MetricsToken:    r.string("METRICS_TOKEN", ""),
 		JWTTTL:          r.seconds("JWT_TTL", 24*time.Hour, false),
 		AutoProvision:   r.bool("AUTH_AUTO_PROVISION", true),
 		Introspection:   r.bool("GRAPHQL_INTROSPECTION", true),
@@ -175,6 +182,23 @@ func (r *reader) seconds(name string, def time.Duration, disable bool) time.Dura
 	d, err := parseSeconds(v)
 	if err != nil || d <= 0 {
 		r.problem(name, strconv.Quote(v), want)
+		return def
+	}
+	return d
+}
+
+// secondsOrOff is seconds where "0" turns the feature off (returned as 0).
+func (r *reader) secondsOrOff(name string, def time.Duration) time.Duration {
+	if v, ok := r.lookup(name); ok && v == "0" {
+		return 0
+	}
+	v, ok := r.lookup(name)
+	if !ok {
+		return def
+	}
+	d, err := parseSeconds(v)
+	if err != nil || d <= 0 {
+		r.problem(name, strconv.Quote(v), "a positive number of seconds (30, 2.5) or a Go duration (500ms), or 0 to turn it off")
 		return def
 	}
 	return d

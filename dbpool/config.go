@@ -34,6 +34,12 @@ type Config struct {
 	// QueryExecModeExec, because prepared statements do not survive the
 	// pooler switching server connections between transactions.
 	QueryExecMode pgx.QueryExecMode
+	// SlowAcquire: an acquire that waits longer is logged as a warning with
+	// the pool's counts; 0 turns the warning off.
+	SlowAcquire time.Duration
+	// StatementTimeout is set as statement_timeout on every connection, so
+	// that a runaway query cannot hold a connection forever; 0 means none.
+	StatementTimeout time.Duration
 }
 
 // QueryExecModes are the DB_QUERY_EXEC_MODE values and their pgx modes.
@@ -55,6 +61,7 @@ func DefaultConfig() Config {
 		PrePing:         true,
 		ApplicationName: "chatql",
 		QueryExecMode:   pgx.QueryExecModeCacheStatement,
+		SlowAcquire:     time.Second,
 	}
 }
 

@@ -63,15 +63,31 @@ type Pool struct {
 	// opened counts connections established (pgxpool's NewConnsCount also
 	// counts failed attempts).
 	opened atomic.Int64
+
+	observer Observer // nil: none
 }
 
-// Option adjusts the pgx configuration of a pool before it is created.
-type Option func(*pgxpool.Config)
+// Option adjusts a pool before it is created.
+type Option func(*Pool, *pgxpool.Config)
+
+// Observer receives timings as they happen, for metrics.
+type Observer interface {
+	// AcquireWait is called after every acquire, successful or not.
+	AcquireWait(d time.Duration, err error)
+	// ConnectionHeld is called when a scope gives its connection back,
+	// with how long it held it.
+	ConnectionHeld(d time.Duration)
+}
+
+// WithObserver reports acquire waits and hold times to o.
+func WithObserver(o Observer) Option {
+	return func(p *Pool, _ *pgxpool.Config) { p.observer = o }
+}
 
 // WithTracer adds a query tracer (for example one that counts statements)
 // beside the echo logger when DB_ECHO is on.
 func WithTracer(t pgx.QueryTracer) Option {
-	return func(c *pgxpool.Config) {
+	return func(_ *Pool, c *pgxpool.Config) {
 		c.ConnConfig.Tracer = combineTracers(c.ConnConfig.Tracer, t)
 	}
 }
@@ -127,7 +143,7 @@ func New(connString string, cfg Config, logger *slog.Logger, opts ...Option) (*P
 	pc.AfterRelease = p.afterRelease
 	pc.BeforeClose = p.beforeClose
 	for _, opt := range opts {
-		opt(pc)
+		opt(p, pc)
 	}
 
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
@@ -153,7 +169,16 @@ func (p *Pool) Ping(ctx context.Context) error {
 	})
 }
 
-func (p *Pool) afterConnect(_ context.Context, c *pgx.Conn) error {
+func (p *Pool) afterConnect(ctx context.Context, c *pgx.Conn) error {
+	if p.cfg.StatementTimeout > 0 {
+		// Set per session rather than as a startup parameter, which
+		// PgBouncer refuses. Sent on the raw connection so that it is not
+		// counted as one of an operation's statements.
+		sql := fmt.Sprintf("SET statement_timeout = %d", p.cfg.StatementTimeout.Milliseconds())
+		if _, err := c.PgConn().Exec(ctx, sql).ReadAll(); err != nil {
+			return fmt.Errorf("set statement_timeout: %w", err)
+		}
+	}
 	p.opened.Add(1)
 	p.mu.Lock()
 	p.fresh[c] = struct{}{}
@@ -229,7 +254,20 @@ func (p *Pool) acquire(ctx context.Context) (*pgxpool.Conn, time.Duration, error
 	wait := time.Since(start)
 
 	if err != nil {
-		return nil, wait, p.acquireError(ctx, err, timedOut)
+		err = p.acquireError(ctx, err, timedOut)
+	}
+	if p.observer != nil {
+		p.observer.AcquireWait(wait, err)
+	}
+	if p.cfg.SlowAcquire > 0 && wait > p.cfg.SlowAcquire {
+		// The counts HikariCP puts in its timeout message.
+		s := p.Stats()
+		p.logger.Warn("slow connection acquire", "waited", wait.Round(time.Millisecond), "err", err,
+			"total", s.Total, "active", s.CheckedOut, "idle", s.CheckedIn, "waiting", s.Waiting,
+			"max_connections", s.MaxConnections)
+	}
+	if err != nil {
+		return nil, wait, err
 	}
 	p.checkedOut.Add(1)
 	p.acquires.Add(1)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"go.uber.org/goleak"
 
@@ -454,4 +455,67 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestSlowAcquireWarning: an acquire that waits past DB_SLOW_ACQUIRE logs a
+// warning with the pool's counts; a fast one logs nothing.
+func TestSlowAcquireWarning(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	cfg := config(1, 0, 300*time.Millisecond)
+	cfg.SlowAcquire = 100 * time.Millisecond
+	p, err := dbpool.New(pgtest.NewDatabase(t), cfg, slog.New(slog.NewTextHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	if err := p.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), "slow connection acquire") {
+		t.Fatalf("a fast acquire was reported slow:\n%s", buf.String())
+	}
+	holder := p.Scope()
+	defer holder.Release()
+	if _, err := holder.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.Ping(ctx) // times out after 300 ms
+	out := buf.String()
+	for _, want := range []string{"slow connection acquire", "total=1", "active=1", "idle=0", "max_connections=1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("warning lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestStatementTimeout: a statement past DB_STATEMENT_TIMEOUT is stopped by
+// the server, and its connection goes back healthy.
+func TestStatementTimeout(t *testing.T) {
+	t.Parallel()
+	cfg := config(1, 0, 2*time.Second)
+	cfg.StatementTimeout = 300 * time.Millisecond
+	p := newPool(t, cfg)
+	ctx := context.Background()
+	var before uint32
+	if err := p.WithConn(ctx, func(db dbpool.DB) error { before = pid(t, ctx, db); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := p.WithConn(ctx, func(db dbpool.DB) error {
+		_, err := db.Exec(ctx, "SELECT pg_sleep(5)")
+		return err
+	})
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "57014" || time.Since(start) > 3*time.Second {
+		t.Fatalf("err = %v after %s, want statement timeout (57014) after about 300ms", err, time.Since(start))
+	}
+	var after uint32
+	if err := p.WithConn(ctx, func(db dbpool.DB) error { after = pid(t, ctx, db); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); after != before || st.Invalid != 0 || st.Opened != 1 {
+		t.Errorf("connection not reused after a statement timeout: pid %d then %d, %+v", before, after, st)
+	}
 }

@@ -297,7 +297,11 @@ func (s *Scope) giveBackLocked() {
 		cancel()
 		s.tx = nil
 	}
-	s.held += time.Since(s.borrowedAt)
+	held := time.Since(s.borrowedAt)
+	s.held += held
+	if s.pool.observer != nil {
+		s.pool.observer.ConnectionHeld(held)
+	}
 	s.pool.release(s.conn)
 	s.conn = nil
 }

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"chatql/auth"
@@ -27,6 +28,7 @@ const (
 	CodeConflict        = "CONFLICT"
 	CodePoolTimeout     = "DB_POOL_TIMEOUT"
 	CodeUnavailable     = "DB_UNAVAILABLE"
+	CodeDBTimeout       = "DB_TIMEOUT"
 	CodeInternal        = "INTERNAL"
 )
 
@@ -52,10 +54,20 @@ func classify(err error) (code, message string) {
 		return CodeUnauthenticated, "invalid or expired access token"
 	case errors.Is(err, dbpool.ErrPoolTimeout):
 		return CodePoolTimeout, "no database connection became available in time; retry later"
+	case isStatementTimeout(err):
+		return CodeDBTimeout, "a database statement ran longer than the server allows; the operation was stopped"
 	case errors.Is(err, dbpool.ErrUnavailable), errors.Is(err, dbpool.ErrClosed), dbpool.IsConnectionLost(err):
 		return CodeUnavailable, "the database is unavailable; retry later"
 	}
 	return CodeInternal, "internal error"
+}
+
+// isStatementTimeout reports a statement cancelled by statement_timeout
+// (SQLSTATE 57014; a cancel for a client that left ends the same way, but
+// then nobody reads the code).
+func isStatementTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57014"
 }
 
 // errorPresenter gives every error a code, and logs the ones a client cannot

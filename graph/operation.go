@@ -68,6 +68,7 @@ type dbStats struct {
 // hangs on the handler's return, not on this function's. A context
 // cancelled before then (client gone, websocket stop) releases too.
 func (h *handlerState) aroundOperations(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	start := time.Now()
 	opCtx := graphql.GetOperationContext(ctx)
 	op := h.newOperation(ctx, opCtx)
 	ctx = withOperation(ctx, op)
@@ -89,6 +90,9 @@ func (h *handlerState) aroundOperations(ctx context.Context, next graphql.Operat
 		release()
 		if resp != nil {
 			h.annotate(ctx, op, resp)
+			if h.opts.OnOperation != nil && opCtx.Operation != nil {
+				h.opts.OnOperation(string(opCtx.Operation.Operation), outcome(resp), time.Since(start))
+			}
 		}
 		return resp
 	}
@@ -115,6 +119,17 @@ func (h *handlerState) annotate(ctx context.Context, op *operation, resp *graphq
 		AcquireWaitMs: ms(st.AcquireWait),
 		HoldMs:        ms(st.Held),
 	}
+}
+
+// outcome is "ok" or the code of a response's first error.
+func outcome(resp *graphql.Response) string {
+	if len(resp.Errors) == 0 {
+		return "ok"
+	}
+	if code, ok := resp.Errors[0].Extensions["code"].(string); ok {
+		return code
+	}
+	return CodeInternal
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -7,6 +7,7 @@ package graph
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 
@@ -29,6 +30,9 @@ type Options struct {
 	// ComplexityLimit refuses operations costlier than this; 0 means
 	// DefaultComplexityLimit.
 	ComplexityLimit int
+	// OnOperation, when set, is told each query and mutation's type,
+	// outcome ("ok" or the first error code) and duration (for metrics).
+	OnOperation func(opType, outcome string, d time.Duration)
 	// FieldMiddleware, when set, wraps every field resolver (tracing; tests
 	// use it to make a resolver fail or panic).
 	FieldMiddleware graphql.FieldMiddleware

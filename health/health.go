@@ -28,13 +28,19 @@ const (
 //	GET /health          200 {"status":"ok"} while the process is up; no database access
 //	GET /health/db-pool  200 with the pool snapshot; never borrows a connection
 //	GET /health/ready    200 when SELECT 1 through the pool succeeds within 2 s, else 503 with the reason
-func Register(mux *http.ServeMux, pool *dbpool.Pool, logger *slog.Logger) {
+//
+// guard, when not nil, wraps /health/db-pool (METRICS_TOKEN protects it
+// like /metrics); liveness and readiness stay open for orchestrators.
+func Register(mux *http.ServeMux, pool *dbpool.Pool, logger *slog.Logger, guard func(http.Handler) http.Handler) {
+	if guard == nil {
+		guard = func(h http.Handler) http.Handler { return h }
+	}
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET /health/db-pool", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /health/db-pool", guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, pool.Stats())
-	})
+	})))
 	mux.HandleFunc("GET /health/ready", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), ReadyTimeout)
 		defer cancel()

@@ -40,7 +40,7 @@ func newServer(t *testing.T, cfg dbpool.Config) (*dbpool.Pool, *httptest.Server)
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	health.Register(mux, pool, slog.New(slog.DiscardHandler))
+	health.Register(mux, pool, slog.New(slog.DiscardHandler), nil)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() { srv.Close(); pool.Close() })
 	return pool, srv
@@ -149,7 +149,7 @@ func TestReadiness(t *testing.T) {
 	}
 	defer down.Close()
 	mux := http.NewServeMux()
-	health.Register(mux, down, slog.New(slog.DiscardHandler))
+	health.Register(mux, down, slog.New(slog.DiscardHandler), nil)
 	downSrv := httptest.NewServer(mux)
 	defer downSrv.Close()
 	if code := get(t, downSrv.URL+"/health/ready", &body); code != 503 || body["reason"] != health.ReasonUnreachable {

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"chatql/graph"
+)
+
+// scrape reads /metrics with the Prometheus text parser.
+func (a *testAPI) scrape(token string) map[string]*dto.MetricFamily {
+	a.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, a.srv.URL+"/metrics", nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		a.t.Fatalf("/metrics: %d", resp.StatusCode)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		a.t.Fatalf("parse /metrics: %v", err)
+	}
+	return families
+}
+
+// value is the value of an unlabelled gauge or counter.
+func value(t *testing.T, fams map[string]*dto.MetricFamily, name string) float64 {
+	t.Helper()
+	f, ok := fams[name]
+	if !ok || len(f.Metric) != 1 {
+		t.Fatalf("metric %s missing", name)
+	}
+	m := f.Metric[0]
+	if m.Gauge != nil {
+		return m.Gauge.GetValue()
+	}
+	return m.Counter.GetValue()
+}
+
+// operations is the count of the operation histogram for type and outcome.
+func operations(fams map[string]*dto.MetricFamily, opType, outcome string) uint64 {
+	f, ok := fams["chatql_graphql_operation_duration_seconds"]
+	if !ok {
+		return 0
+	}
+	for _, m := range f.Metric {
+		labels := map[string]string{}
+		for _, l := range m.Label {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["type"] == opType && labels["outcome"] == outcome {
+			return m.Histogram.GetSampleCount()
+		}
+	}
+	return 0
+}
+
+// TestMetricsMatchHealth: with no load, /metrics' gauges and counters equal
+// /health/db-pool's snapshot, and the runtime collectors are there.
+func TestMetricsMatchHealth(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	_, token := a.user("Ann")
+	a.post(token, "{ me { id } }", nil)
+	a.waitReleased()
+	fams := a.scrape("")
+	resp, err := http.Get(a.srv.URL + "/health/db-pool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var h map[string]float64
+	_ = json.NewDecoder(resp.Body).Decode(&h)
+	for metric, field := range map[string]string{
+		"chatql_db_connections_checked_out":    "checked_out",
+		"chatql_db_connections_idle":           "checked_in",
+		"chatql_db_connections_total":          "total",
+		"chatql_db_connections_max":            "max_connections",
+		"chatql_db_acquires_waiting":           "waiting",
+		"chatql_db_acquires_total":             "acquire_count",
+		"chatql_db_acquire_timeouts_total":     "timeouts",
+		"chatql_db_invalid_connections_total":  "invalid",
+		"chatql_db_recycled_connections_total": "recycled",
+		"chatql_db_connections_opened_total":   "opened",
+	} {
+		if got := value(t, fams, metric); got != h[field] {
+			t.Errorf("%s = %v, /health/db-pool %s = %v", metric, got, field, h[field])
+		}
+	}
+	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total"} {
+		if _, ok := fams[name]; !ok {
+			t.Errorf("%s missing", name)
+		}
+	}
+}
+
+// TestMetricsCountWorkload: after N queries, one forced pool timeout and one
+// terminated backend, the counters move by exactly the expected amounts.
+func TestMetricsCountWorkload(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 1, 0, 300*time.Millisecond })
+	_, token := a.user("Ann")
+	a.post(token, "{ me { id } }", nil) // open the one connection
+	a.waitReleased()
+	before := a.scrape("")
+
+	const n = 5
+	for range n {
+		if r := a.post(token, "{ me { id } }", nil); len(r.Errors) > 0 {
+			t.Fatalf("query: %s", r.Raw)
+		}
+	}
+	holder := a.pool.Scope()
+	if _, err := holder.Exec(context.Background(), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if r := a.post(token, "{ me { id } }", nil); r.code(t) != graph.CodePoolTimeout {
+		t.Fatalf("want a pool timeout: %s", r.Raw)
+	}
+	holder.Release()
+	a.waitReleased()
+	killed := a.count("SELECT count(pg_terminate_backend(pid))::int FROM pg_stat_activity WHERE application_name = $1", a.appName)
+	if killed != 1 {
+		t.Fatalf("terminated %d backends, want 1", killed)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for a.backends() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r := a.post(token, "{ me { id } }", nil); len(r.Errors) > 0 {
+		t.Fatalf("query after terminate: %s", r.Raw)
+	}
+	a.waitReleased()
+	after := a.scrape("")
+
+	delta := func(name string) float64 { return value(t, after, name) - value(t, before, name) }
+	// n queries, the holder, and the query after the terminate.
+	if got := delta("chatql_db_acquires_total"); got != n+2 {
+		t.Errorf("acquires moved by %v, want %d", got, n+2)
+	}
+	if got := delta("chatql_db_acquire_timeouts_total"); got != 1 {
+		t.Errorf("timeouts moved by %v, want 1", got)
+	}
+	if got := delta("chatql_db_invalid_connections_total"); got != 1 {
+		t.Errorf("invalid moved by %v, want 1", got)
+	}
+	if got := operations(after, "query", "ok") - operations(before, "query", "ok"); got != n+1 {
+		t.Errorf("ok queries recorded: %d, want %d", got, n+1)
+	}
+	if got := operations(after, "query", graph.CodePoolTimeout) - operations(before, "query", graph.CodePoolTimeout); got != 1 {
+		t.Errorf("timed-out queries recorded: %d, want 1", got)
+	}
+}
+
+// TestMetricsToken: with METRICS_TOKEN set, /metrics and /health/db-pool
+// need it; liveness and readiness do not.
+func TestMetricsToken(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t, func(o *apiOptions) { o.metricsToken = "s3cret-token" })
+	for _, path := range []string{"/metrics", "/health/db-pool"} {
+		for header, want := range map[string]int{"": 401, "Bearer wrong": 401, "s3cret-token": 401, "Bearer s3cret-token": 200} {
+			req, _ := http.NewRequest(http.MethodGet, a.srv.URL+path, nil)
+			if header != "" {
+				req.Header.Set("Authorization", header)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("%s with %q: %d, want %d", path, header, resp.StatusCode, want)
+			}
+		}
+	}
+	for _, path := range []string{"/health", "/health/ready"} {
+		resp, err := http.Get(a.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: %d", path, resp.StatusCode)
+		}
+	}
+}
+
+// TestStatementTimeoutCode: an operation whose statement outlives
+// DB_STATEMENT_TIMEOUT gets DB_TIMEOUT, and its connection stays usable.
+func TestStatementTimeoutCode(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t, func(o *apiOptions) {
+		o.pool.Size, o.pool.MaxOverflow, o.pool.StatementTimeout = 1, 0, 300*time.Millisecond
+	})
+	viewer, token := a.user("Ann")
+	conv := a.conversation("", []string{viewer}, "hello")
+	ctx := context.Background()
+	locker, err := pgx.Connect(ctx, a.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM conversation_participants WHERE conversation_id = $1 FOR UPDATE", conv); err != nil {
+		t.Fatal(err)
+	}
+	r := a.post(token, fmt.Sprintf(`mutation { markConversationRead(conversationId: %q) { id } }`, conv), nil)
+	if code := r.code(t); code != graph.CodeDBTimeout {
+		t.Fatalf("code %s, want DB_TIMEOUT: %s", code, r.Raw)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := a.post(token, "{ me { id } }", nil); len(r.Errors) > 0 {
+		t.Fatalf("after a statement timeout: %s", r.Raw)
+	}
+	if st := a.pool.Stats(); st.Invalid != 0 || st.Opened != 1 {
+		t.Errorf("connection replaced after a statement timeout: %+v", st)
+	}
+}
