@@ -21,6 +21,7 @@ import (
 	"chatql/auth"
 	"chatql/config"
 	"chatql/dbpool"
+	"chatql/graph"
 	"chatql/localpg/pgtest"
 )
 
@@ -40,6 +41,7 @@ func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQu
 type apiOptions struct {
 	pool         dbpool.Config
 	metricsToken string
+	logger       *slog.Logger // nil: discard
 	// poolURL, when set, turns the test database's direct URL into the one
 	// the pool connects through (a pooler in front of it, say). Fixtures
 	// and checks keep using the direct URL.
@@ -64,7 +66,7 @@ var apiSecret = []byte("api-test-secret-0123456789abcdef-0123456789")
 
 func newAPI(t testing.TB, adjust ...func(*apiOptions)) *testAPI {
 	t.Helper()
-	o := apiOptions{pool: dbpool.DefaultConfig(), autoProvision: true, introspection: true}
+	o := apiOptions{pool: dbpool.DefaultConfig(), autoProvision: true, introspection: true, logger: slog.New(slog.DiscardHandler)}
 	o.pool.Timeout = 10 * time.Second
 	for _, f := range adjust {
 		f(&o)
@@ -79,7 +81,7 @@ func newAPI(t testing.TB, adjust ...func(*apiOptions)) *testAPI {
 		url = o.poolURL(a.dbURL)
 	}
 	var err error
-	if a.pool, err = dbpool.New(url, o.pool, slog.New(slog.DiscardHandler), dbpool.WithTracer(a.counter)); err != nil {
+	if a.pool, err = dbpool.New(url, o.pool, o.logger, dbpool.WithTracer(a.counter), dbpool.WithBorrowSite(graph.BorrowSite)); err != nil {
 		t.Fatal(err)
 	}
 	if a.tokens, err = auth.NewTokens(apiSecret, time.Hour); err != nil {
@@ -92,7 +94,7 @@ func newAPI(t testing.TB, adjust ...func(*apiOptions)) *testAPI {
 	api := apiConfig{
 		pool:   a.pool,
 		tokens: a.tokens,
-		logger: slog.New(slog.DiscardHandler),
+		logger: o.logger,
 		cfg:    config.Config{AutoProvision: o.autoProvision, Introspection: o.introspection, DBStats: &stats, MetricsToken: o.metricsToken},
 	}
 	api.fieldMiddleware = o.fieldMiddleware

@@ -198,7 +198,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 
 	m := metrics.New()
-	pool, err := dbpool.New(db.url, cfg.Pool, logger, dbpool.WithObserver(m))
+	pool, err := dbpool.New(db.url, cfg.Pool, logger, dbpool.WithObserver(m), dbpool.WithBorrowSite(graph.BorrowSite))
 	if err != nil {
 		return err
 	}
@@ -236,7 +236,13 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
+	// Websockets are hijacked connections that Shutdown does not wait for
+	// or end; they live under baseCtx, cancelled once HTTP has drained, so
+	// that their subscriptions stop and the sockets close.
+	baseCtx, endWebsockets := context.WithCancel(context.WithoutCancel(ctx))
+	defer endWebsockets()
 	srv := &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		Handler:           newHandler(api),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -265,6 +271,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		logger.Warn("requests still in flight at shutdown timeout; closing them", "err", err)
 		srv.Close()
 	}
+	endWebsockets()
 	logger.Info("http server stopped")
 	return nil
 }
@@ -325,6 +332,7 @@ func newHandler(api apiConfig) http.Handler {
 		Introspection:   api.cfg.Introspection,
 		DBStats:         dbStats,
 		FieldMiddleware: api.fieldMiddleware,
+		AllowedOrigins:  api.cfg.CORSOrigins,
 	}))
 	mux.Handle("GET /{$}", playgroundHandler(api.demoHeader))
 	return mux

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -51,6 +52,11 @@ type Config struct {
 	// DBStats adds extensions.db to every GraphQL response. nil means the
 	// default: on in dev mode (local database), off otherwise.
 	DBStats *bool
+	// CORSOrigins are the browser origins of other sites allowed to use
+	// the API (CORS for HTTP, the Origin check for websockets): origins
+	// such as https://app.example.com, with * allowed in the host, or "*"
+	// for any. Empty, the default, means same-origin only.
+	CORSOrigins []string
 }
 
 // MinJWTSecretLength is the shortest JWT_SECRET accepted: HS256 is only as
@@ -96,6 +102,7 @@ func Load(getenv func(string) string) (Config, error) {
 			QueryExecMode:    r.execMode("DB_QUERY_EXEC_MODE"),
 			SlowAcquire:      r.secondsOrOff("DB_SLOW_ACQUIRE", time.Second),
 			StatementTimeout: r.secondsOrOff("DB_STATEMENT_TIMEOUT", 30*time.Second),
+			LeakThreshold:    r.secondsOrOff("DB_LEAK_THRESHOLD", 30*time.Second),
 		},
 		Migrate:         r.bool("DB_MIGRATE", true),
 		DataDir:         r.string("DATA_DIR", ".data"),
@@ -116,6 +123,7 @@ func Load(getenv func(string) string) (Config, error) {
 		r.problem("JWT_SECRET", fmt.Sprintf("(%d characters, not shown)", len(c.JWTSecret)), fmt.Sprintf("at least %d characters", MinJWTSecretLength))
 	}
 	c.ListenAddr = r.listenAddr()
+	c.CORSOrigins = r.origins("CORS_ORIGINS")
 	if c.DatabaseURL != "" {
 		if c.JWTSecret == "" {
 			r.problem("JWT_SECRET", `""`, fmt.Sprintf("a secret of at least %d characters (required with DATABASE_URL; Supabase: the project's JWT secret)", MinJWTSecretLength))
@@ -257,6 +265,42 @@ func (r *reader) level(name string) slog.Level {
 		return slog.LevelError
 	}
 	return slog.LevelInfo
+}
+
+// origins reads a comma-separated list of origins: "*", or
+// http(s)://host[:port] with * allowed in the host, lower-cased and without
+// a trailing slash.
+func (r *reader) origins(name string) []string {
+	v, ok := r.lookup(name)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, o := range strings.Split(v, ",") {
+		o = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(o), "/"))
+		if o == "" {
+			continue
+		}
+		if !validOrigin(o) {
+			r.problem(name, strconv.Quote(v), "comma-separated origins such as https://app.example.com,http://localhost:5173 (* allowed in the host), or *")
+			return nil
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+func validOrigin(o string) bool {
+	if o == "*" {
+		return true
+	}
+	scheme, host, ok := strings.Cut(o, "://")
+	if !ok || (scheme != "http" && scheme != "https") || host == "" || strings.ContainsAny(host, "/?#@ ") {
+		return false
+	}
+	// The websocket check matches patterns with path.Match.
+	_, err := path.Match(o, "")
+	return err == nil
 }
 
 // listenAddr is LISTEN_ADDR when set, else all interfaces on PORT.

@@ -40,6 +40,9 @@ type Config struct {
 	// StatementTimeout is set as statement_timeout on every connection, so
 	// that a runaway query cannot hold a connection forever; 0 means none.
 	StatementTimeout time.Duration
+	// LeakThreshold: a connection held longer by one scope is reported
+	// once as a possible leak (HikariCP's leakDetectionThreshold); 0 off.
+	LeakThreshold time.Duration
 }
 
 // QueryExecModes are the DB_QUERY_EXEC_MODE values and their pgx modes.
@@ -62,6 +65,7 @@ func DefaultConfig() Config {
 		ApplicationName: "chatql",
 		QueryExecMode:   pgx.QueryExecModeCacheStatement,
 		SlowAcquire:     time.Second,
+		LeakThreshold:   30 * time.Second,
 	}
 }
 

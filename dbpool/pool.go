@@ -64,7 +64,8 @@ type Pool struct {
 	// counts failed attempts).
 	opened atomic.Int64
 
-	observer Observer // nil: none
+	observer   Observer                         // nil: none
+	borrowSite func(ctx context.Context) string // nil: none
 }
 
 // Option adjusts a pool before it is created.
@@ -77,6 +78,15 @@ type Observer interface {
 	// ConnectionHeld is called when a scope gives its connection back,
 	// with how long it held it.
 	ConnectionHeld(d time.Duration)
+	// ConnectionLeaked is called when a connection has been held longer
+	// than Config.LeakThreshold.
+	ConnectionLeaked()
+}
+
+// WithBorrowSite describes, for leak warnings, where in the caller a
+// connection is borrowed (the GraphQL layer gives the resolver path).
+func WithBorrowSite(fn func(ctx context.Context) string) Option {
+	return func(p *Pool, _ *pgxpool.Config) { p.borrowSite = fn }
 }
 
 // WithObserver reports acquire waits and hold times to o.

@@ -519,3 +519,33 @@ func TestStatementTimeout(t *testing.T) {
 		t.Errorf("connection not reused after a statement timeout: pid %d then %d, %+v", before, after, st)
 	}
 }
+
+// TestLeakDetectionBackground: background work that holds its connection
+// past the threshold is reported with where it was started.
+func TestLeakDetectionBackground(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	cfg := config(1, 0, time.Second)
+	cfg.LeakThreshold = 200 * time.Millisecond
+	p, err := dbpool.New(pgtest.NewDatabase(t), cfg, slog.New(slog.NewTextHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	err = p.WithConn(ctx, func(db dbpool.DB) error {
+		_, err := db.Exec(ctx, "SELECT pg_sleep(0.5)")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Ping(ctx); err != nil { // fast: no warning
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if strings.Count(out, "possible leak\"") != 1 || !strings.Contains(out, "owner=\"background work at dbpool/pool_test.go:") ||
+		!strings.Contains(out, "possible leak released") {
+		t.Errorf("leak log:\n%s", out)
+	}
+}

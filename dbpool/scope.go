@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -73,6 +75,12 @@ type Scope struct {
 	// instead of each waiting out the pool timeout in turn.
 	failed error
 
+	// owner and site describe who borrowed, for leak warnings; leak is the
+	// timer that fires one when the connection is held too long.
+	owner, site string
+	leak        *time.Timer
+	leaked      atomic.Bool
+
 	borrowedAt  time.Time
 	acquireWait time.Duration
 	held        time.Duration
@@ -93,11 +101,27 @@ func (p *Pool) Scope() *Scope {
 	return &Scope{pool: p, sem: make(chan struct{}, 1)}
 }
 
+// NamedScope is Scope with the name of its owner ("query Inbox"), which a
+// leak warning gives.
+func (p *Pool) NamedScope(owner string) *Scope {
+	s := p.Scope()
+	s.owner = owner
+	return s
+}
+
+// callerOwner names background work by where it was started from.
+func callerOwner(skip int) string {
+	if _, file, line, ok := runtime.Caller(skip + 1); ok {
+		return fmt.Sprintf("background work at %s:%d", filepath.Base(filepath.Dir(file))+"/"+filepath.Base(file), line)
+	}
+	return "background work"
+}
+
 // WithConn runs fn with a scope that is released when fn returns or panics.
 // It is for work outside GraphQL operations (startup, background jobs), so
 // that no code path holds a connection past its function.
 func (p *Pool) WithConn(ctx context.Context, fn func(db DB) error) error {
-	s := p.Scope()
+	s := p.NamedScope(callerOwner(1))
 	defer s.Release()
 	return fn(s)
 }
@@ -105,7 +129,7 @@ func (p *Pool) WithConn(ctx context.Context, fn func(db DB) error) error {
 // WithTx is WithConn inside a transaction: committed when fn returns nil,
 // rolled back when it returns an error or panics.
 func (p *Pool) WithTx(ctx context.Context, fn func(db DB) error) error {
-	s := p.Scope()
+	s := p.NamedScope(callerOwner(1))
 	defer s.Release()
 	return s.InTx(ctx, func(context.Context) error { return fn(s) })
 }
@@ -149,7 +173,31 @@ func (s *Scope) borrowLocked(ctx context.Context) error {
 	s.conn = conn
 	s.borrowed = true
 	s.borrowedAt = time.Now()
+	s.watchLocked(ctx)
 	return nil
+}
+
+// watchLocked arms the leak detector for the connection just borrowed: if
+// it is still held after Config.LeakThreshold, one warning says who holds
+// it, for how long, and where it was borrowed. s.sem is held.
+func (s *Scope) watchLocked(ctx context.Context) {
+	threshold := s.pool.cfg.LeakThreshold
+	if threshold <= 0 {
+		return
+	}
+	if s.pool.borrowSite != nil {
+		s.site = s.pool.borrowSite(ctx)
+	}
+	borrowedAt, owner, site := s.borrowedAt, s.owner, s.site
+	s.leak = time.AfterFunc(threshold, func() {
+		s.leaked.Store(true)
+		if s.pool.observer != nil {
+			s.pool.observer.ConnectionLeaked()
+		}
+		s.pool.logger.Warn("connection held longer than DB_LEAK_THRESHOLD: possible leak",
+			"owner", owner, "held", time.Since(borrowedAt).Round(time.Millisecond), "borrowed_at", site,
+			"threshold", threshold)
+	})
 }
 
 // run gives fn exclusive use of the connection (or the open transaction).
@@ -299,6 +347,14 @@ func (s *Scope) giveBackLocked() {
 	}
 	held := time.Since(s.borrowedAt)
 	s.held += held
+	if s.leak != nil {
+		s.leak.Stop()
+		s.leak = nil
+		if s.leaked.Swap(false) {
+			s.pool.logger.Warn("connection reported as a possible leak released",
+				"owner", s.owner, "held", held.Round(time.Millisecond), "borrowed_at", s.site)
+		}
+	}
 	if s.pool.observer != nil {
 		s.pool.observer.ConnectionHeld(held)
 	}

@@ -1,15 +1,18 @@
 package graph
 
 import (
+	"context"
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
+	coderws "github.com/coder/websocket"
 	"github.com/vektah/gqlparser/v2/ast"
 )
 
@@ -24,6 +27,14 @@ const CodeComplexityLimit = "COMPLEXITY_LIMIT_EXCEEDED"
 // listCost is what an unbounded list (participants) is assumed to hold.
 const listCost = 10
 
+// Websocket timings: a ping every 10 s finds a dead peer (and keeps
+// proxies from closing an idle socket) within 20 s; a client has 10 s after
+// connecting to send connection_init.
+const (
+	wsPingInterval = 10 * time.Second
+	wsInitTimeout  = 10 * time.Second
+)
+
 func init() {
 	// An operation over the complexity limit is refused before it runs;
 	// registering the code makes it an HTTP 422 like other request errors.
@@ -31,9 +42,11 @@ func init() {
 	errcode.RegisterErrorType(CodeForbidden, errcode.KindProtocol)
 }
 
-// NewHandler returns the GraphQL endpoint: GET and POST transports, a
-// parsed-query cache, automatic persisted queries, a complexity limit,
-// introspection when enabled, and the operation middleware.
+// NewHandler returns the GraphQL endpoint: websocket (subscriptions), GET
+// and POST transports, CORS and the websocket Origin check for
+// opts.AllowedOrigins, a parsed-query cache, automatic persisted queries, a
+// complexity limit, introspection when enabled, and the operation
+// middleware.
 func NewHandler(opts Options) http.Handler {
 	if opts.ComplexityLimit == 0 {
 		opts.ComplexityLimit = DefaultComplexityLimit
@@ -46,6 +59,21 @@ func NewHandler(opts Options) http.Handler {
 	setComplexity(&cfg.Complexity)
 
 	srv := handler.New(NewExecutableSchema(cfg))
+	// First: the websocket transport claims any request with an Upgrade
+	// header, which the others would refuse.
+	srv.AddTransport(transport.Websocket{
+		KeepAlivePingInterval: wsPingInterval, // graphql-ws: "ka" messages
+		PingPongInterval:      wsPingInterval, // graphql-transport-ws: ping, pong within 2x or closed
+		InitTimeout:           wsInitTimeout,
+		Implementation: transport.CoderWebsocketImplementation{
+			// The same policy withCORS applies first (coder/websocket's
+			// matching: same host, or a pattern matching scheme://host).
+			AcceptOptions: coderws.AcceptOptions{OriginPatterns: opts.AllowedOrigins},
+		},
+		ErrorFunc: func(ctx context.Context, err error) {
+			opts.Logger.DebugContext(ctx, "websocket error", "err", err)
+		},
+	})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
@@ -63,7 +91,7 @@ func NewHandler(opts Options) http.Handler {
 	if opts.FieldMiddleware != nil {
 		srv.AroundFields(opts.FieldMiddleware)
 	}
-	return withHTTPStatus(srv)
+	return withCORS(newOriginPolicy(opts.AllowedOrigins), withHTTPStatus(srv))
 }
 
 // setComplexity makes paginated fields cost their page size times their

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 
@@ -102,4 +103,22 @@ func deref[T any](p *T, def T) T {
 		return def
 	}
 	return *p
+}
+
+// Bounds of poolStatus's intervalMs: often enough to watch a load test,
+// seldom enough that a dashboard left open costs nothing.
+const (
+	minPollIntervalMs     = 100
+	maxPollIntervalMs     = 60_000
+	defaultPollIntervalMs = 1000
+)
+
+// pollInterval checks a subscription's intervalMs argument; null means the
+// default.
+func pollInterval(ms *int) (time.Duration, error) {
+	n := deref(ms, defaultPollIntervalMs)
+	if n < minPollIntervalMs || n > maxPollIntervalMs {
+		return 0, &chat.InputError{Field: "intervalMs", Message: fmt.Sprintf("must be between %d and %d milliseconds", minPollIntervalMs, maxPollIntervalMs)}
+	}
+	return time.Duration(n) * time.Millisecond, nil
 }

@@ -29,8 +29,13 @@ type operation struct {
 	hasIdentity bool
 	tokenErr    error
 
-	// viewer loads (or provisions) the signed-in user once per operation.
-	viewer func() (chat.User, error)
+	// loadViewer loads (or provisions) the signed-in user; viewerOnce
+	// makes that happen once per operation, on the first resolver's
+	// context (so that a leak warning can name that resolver).
+	loadViewer func(ctx context.Context) (chat.User, error)
+	viewerOnce sync.Once
+	viewer     chat.User
+	viewerErr  error
 }
 
 type operationKey struct{}
@@ -66,7 +71,9 @@ type dbStats struct {
 // gqlgen calls next before any resolver runs and the returned handler when
 // it wants the response: resolvers run inside that handler, so the release
 // hangs on the handler's return, not on this function's. A context
-// cancelled before then (client gone, websocket stop) releases too.
+// cancelled before then (client gone, websocket stop) releases too. A
+// subscription's handler is called once per event, until it returns nil:
+// see subscriptionEvent.
 func (h *handlerState) aroundOperations(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 	start := time.Now()
 	opCtx := graphql.GetOperationContext(ctx)
@@ -81,8 +88,7 @@ func (h *handlerState) aroundOperations(ctx context.Context, next graphql.Operat
 	isSubscription := opCtx.Operation != nil && opCtx.Operation.Operation == ast.Subscription
 	return func(ctx context.Context) *graphql.Response {
 		if isSubscription {
-			// Not offered yet; a subscription would release per event.
-			return responses(ctx)
+			return h.subscriptionEvent(ctx, op, responses, func() { stop(); release() })
 		}
 		defer stop()
 		defer release() // also on panic
@@ -96,6 +102,33 @@ func (h *handlerState) aroundOperations(ctx context.Context, next graphql.Operat
 		}
 		return resp
 	}
+}
+
+// subscriptionEvent produces one event of a subscription. The scope lives
+// as long as the subscription, but never keeps a connection between events:
+// what an event's fields borrowed goes back as soon as the event is produced
+// (Yield), and the loaders forget what they cached, so the next event reads
+// fresh data. The end of the stream (nil) or a panic releases the scope for
+// good, through end; a subscription stopped between events is released by
+// the context's AfterFunc. A subscription resolver's own goroutine must not
+// run SQL on the scope: it would hold a connection between events.
+func (h *handlerState) subscriptionEvent(ctx context.Context, op *operation, responses graphql.ResponseHandler, end func()) *graphql.Response {
+	ended := true // until an event is produced: a panic ends the stream too
+	defer func() {
+		if ended {
+			end()
+		} else {
+			op.scope.Yield()
+		}
+	}()
+	resp := responses(ctx)
+	if resp == nil {
+		return nil
+	}
+	ended = false
+	op.loaders.clear()
+	h.annotate(ctx, op, resp)
+	return resp
 }
 
 // annotate adds the operation's database cost to the response, and marks
@@ -135,7 +168,7 @@ func outcome(resp *graphql.Response) string {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func (h *handlerState) newOperation(ctx context.Context, opCtx *graphql.OperationContext) *operation {
-	op := &operation{scope: h.opts.Pool.Scope()}
+	op := &operation{scope: h.opts.Pool.NamedScope(operationLabel(opCtx))}
 	op.loaders = newLoaders(op)
 	if raw, ok, err := auth.FromHeader(opCtx.Headers.Get("Authorization")); err != nil {
 		op.tokenErr = err
@@ -143,8 +176,30 @@ func (h *handlerState) newOperation(ctx context.Context, opCtx *graphql.Operatio
 		op.identity, op.tokenErr = h.opts.Tokens.Verify(raw)
 		op.hasIdentity = op.tokenErr == nil
 	}
-	op.viewer = sync.OnceValues(func() (chat.User, error) { return h.loadViewer(ctx, op) })
+	op.loadViewer = func(ctx context.Context) (chat.User, error) { return h.loadViewer(ctx, op) }
 	return op
+}
+
+// operationLabel names an operation for logs: its type and the name in the
+// document ("query Inbox").
+func operationLabel(opCtx *graphql.OperationContext) string {
+	if opCtx.Operation == nil {
+		return "operation"
+	}
+	name := opCtx.Operation.Name
+	if name == "" {
+		name = "(anonymous)"
+	}
+	return string(opCtx.Operation.Operation) + " " + name
+}
+
+// BorrowSite describes where in an operation a connection was borrowed:
+// the path of the resolver (for leak warnings; see dbpool.WithBorrowSite).
+func BorrowSite(ctx context.Context) string {
+	if fc := graphql.GetFieldContext(ctx); fc != nil {
+		return "resolver " + fc.Path().String()
+	}
+	return ""
 }
 
 // loadViewer checks that the token's user exists, creating it on the first
@@ -178,7 +233,9 @@ func (h *handlerState) loadViewer(ctx context.Context, op *operation) (chat.User
 
 // requireViewer returns the signed-in user or an UNAUTHENTICATED error.
 func requireViewer(ctx context.Context) (chat.User, error) {
-	return operationFrom(ctx).viewer()
+	op := operationFrom(ctx)
+	op.viewerOnce.Do(func() { op.viewer, op.viewerErr = op.loadViewer(ctx) })
+	return op.viewer, op.viewerErr
 }
 
 // handlerState is what the middleware and the HTTP wrapper share.

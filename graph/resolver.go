@@ -36,6 +36,13 @@ type Options struct {
 	// FieldMiddleware, when set, wraps every field resolver (tracing; tests
 	// use it to make a resolver fail or panic).
 	FieldMiddleware graphql.FieldMiddleware
+	// AllowedOrigins are the browser origins of other sites allowed to use
+	// the API: CORS for HTTP, the Origin check for websockets. An entry is
+	// an origin (https://app.example.com, http://localhost:5173), may use *
+	// in its host (https://*.example.com), or is "*" for any origin. Empty
+	// means same-origin only. Requests without an Origin header (anything
+	// but a browser) are not affected.
+	AllowedOrigins []string
 }
 
 // Resolver holds the long-lived dependencies of the resolvers. Nothing

@@ -11,6 +11,7 @@ import (
 	"chatql/graph/model"
 	"context"
 	"errors"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vikstrous/dataloadgen"
@@ -198,6 +199,37 @@ func (r *queryResolver) PoolStatus(ctx context.Context) (*dbpool.Stats, error) {
 	return &s, nil
 }
 
+func (r *subscriptionResolver) PoolStatus(ctx context.Context, intervalMs *int) (<-chan *dbpool.Stats, error) {
+	interval, err := pollInterval(intervalMs)
+	if err != nil {
+		return nil, err
+	}
+	// Unbuffered, so a slow client holds up only its own snapshots and
+	// never builds a backlog (the ticker drops the ticks it misses). The
+	// goroutine returns, closing the channel, as soon as ctx is done: the
+	// client completed or stopped, or the socket closed.
+	ch := make(chan *dbpool.Stats)
+	go func() {
+		defer close(ch)
+		ticker := time.NewTicker(interval)
+		defer ticker.Stop()
+		for {
+			s := r.opts.Pool.Stats() // a snapshot: borrows nothing
+			select {
+			case ch <- &s:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case <-ticker.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ch, nil
+}
+
 func (r *userResolver) Email(ctx context.Context, obj *chat.User) (*string, error) {
 	op := operationFrom(ctx)
 	if !op.hasIdentity || op.viewerID() != obj.ID {
@@ -214,6 +246,8 @@ func (r *Resolver) Mutation() MutationResolver { return &mutationResolver{r} }
 
 func (r *Resolver) Query() QueryResolver { return &queryResolver{r} }
 
+func (r *Resolver) Subscription() SubscriptionResolver { return &subscriptionResolver{r} }
+
 func (r *Resolver) User() UserResolver { return &userResolver{r} }
 
 type (
@@ -221,5 +255,6 @@ type (
 	messageResolver      struct{ *Resolver }
 	mutationResolver     struct{ *Resolver }
 	queryResolver        struct{ *Resolver }
+	subscriptionResolver struct{ *Resolver }
 	userResolver         struct{ *Resolver }
 )

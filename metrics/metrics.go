@@ -23,6 +23,7 @@ type Metrics struct {
 	acquireWait prometheus.Histogram
 	hold        prometheus.Histogram
 	operations  *prometheus.HistogramVec
+	leaks       prometheus.Counter
 }
 
 // waitBuckets span a free connection (microseconds) to a pool timeout.
@@ -48,8 +49,12 @@ func New() *Metrics {
 			Help:    "GraphQL operation duration by operation type and outcome (ok, or the first error code).",
 			Buckets: waitBuckets,
 		}, []string{"type", "outcome"}),
+		leaks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatql_connection_leaks_total",
+			Help: "Connections held longer than DB_LEAK_THRESHOLD by one operation or job.",
+		}),
 	}
-	m.registry.MustRegister(m.acquireWait, m.hold, m.operations,
+	m.registry.MustRegister(m.acquireWait, m.hold, m.operations, m.leaks,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -65,6 +70,9 @@ func (m *Metrics) AcquireWait(d time.Duration, _ error) { m.acquireWait.Observe(
 
 // ConnectionHeld implements dbpool.Observer.
 func (m *Metrics) ConnectionHeld(d time.Duration) { m.hold.Observe(d.Seconds()) }
+
+// ConnectionLeaked implements dbpool.Observer.
+func (m *Metrics) ConnectionLeaked() { m.leaks.Inc() }
 
 // Operation records one GraphQL operation. opType is query, mutation or
 // subscription and outcome "ok" or an error code: both come from small

@@ -103,3 +103,8 @@ type SignUpInput struct {
 	// The name others see, 1 to 80 characters.
 	DisplayName string `json:"displayName"`
 }
+
+// Live updates, over a websocket to /query (the graphql-transport-ws protocol, or the
+// legacy graphql-ws). A subscription ends when the client completes it or closes the socket.
+type Subscription struct {
+}
