@@ -41,6 +41,7 @@ import (
 	"chatql/localpg"
 	"chatql/metrics"
 	"chatql/migrations"
+	"chatql/realtime"
 )
 
 // Exit codes.
@@ -214,7 +215,28 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		"pool_size", cfg.Pool.Size, "max_overflow", cfg.Pool.MaxOverflow,
 		"timeout", cfg.Pool.Timeout, "recycle", cfg.Pool.Recycle, "pre_ping", cfg.Pool.PrePing)
 
-	api := apiConfig{pool: pool, logger: logger, cfg: cfg, devMode: db.devMode, metrics: m}
+	// The realtime listener: one connection of its own, outside the pool.
+	// It stops after the websockets end and before the pool closes.
+	listenURL := db.url
+	if cfg.DatabaseDirectURL != "" {
+		listenURL = cfg.DatabaseDirectURL
+	}
+	hub, err := realtime.New(realtime.Options{URL: listenURL, ApplicationName: cfg.Pool.ApplicationName + "-listener", Logger: logger})
+	if err != nil {
+		return err
+	}
+	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
+	hubDone := make(chan struct{})
+	go func() {
+		defer close(hubDone)
+		hub.Run(hubCtx)
+	}()
+	defer func() {
+		stopHub()
+		<-hubDone
+	}()
+
+	api := apiConfig{pool: pool, logger: logger, cfg: cfg, devMode: db.devMode, metrics: m, hub: hub}
 	if api.tokens, err = newTokens(cfg, db.devMode); err != nil {
 		return err
 	}
@@ -272,6 +294,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		srv.Close()
 	}
 	endWebsockets()
+	stopHub()
+	<-hubDone
 	logger.Info("http server stopped")
 	return nil
 }
@@ -304,6 +328,8 @@ type apiConfig struct {
 	demoHeader string
 	// metrics records into the registry /metrics serves; nil: a new one.
 	metrics *metrics.Metrics
+	// hub feeds messageAdded subscriptions; nil refuses them.
+	hub *realtime.Hub
 	// fieldMiddleware wraps every resolver; only tests set it.
 	fieldMiddleware graphql.FieldMiddleware
 }
@@ -327,6 +353,7 @@ func newHandler(api apiConfig) http.Handler {
 		OnOperation:     m.Operation,
 		Pool:            api.pool,
 		Tokens:          api.tokens,
+		Hub:             api.hub,
 		Logger:          api.logger,
 		AutoProvision:   api.cfg.AutoProvision,
 		Introspection:   api.cfg.Introspection,

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"chatql/dbpool"
+	"chatql/realtime"
 )
 
 const messageColumns = "m.id::text, m.conversation_id::text, m.body, m.created_at, " + userColumns
@@ -162,6 +164,39 @@ func SendMessage(ctx context.Context, db dbpool.DB, viewer, conversationID, body
 		[]any{conversationID, viewer, body}, scanMessage)
 	if err != nil {
 		return Message{}, fmt.Errorf("insert message: %w", err)
+	}
+	if err := announce(ctx, db, msg); err != nil {
+		return Message{}, err
+	}
+	return msg, nil
+}
+
+// announce tells the realtime listeners about msg. NOTIFY is delivered at
+// commit, so a message rolled back is never announced. The payload carries
+// ids and the time only, never the body: listeners load the message with
+// the subscriber's rights (MessageByID).
+func announce(ctx context.Context, db dbpool.DB, msg Message) error {
+	payload := realtime.Event{ID: msg.ID, ConversationID: msg.ConversationID, CreatedAt: msg.CreatedAt}.Payload()
+	if _, err := db.Exec(ctx, "SELECT pg_notify($1, $2)", realtime.Channel, payload); err != nil {
+		return fmt.Errorf("announce message: %w", err)
+	}
+	return nil
+}
+
+// MessageByID loads a message of a conversation the viewer takes part in;
+// any other is ErrNotFound, whether or not it exists.
+func MessageByID(ctx context.Context, db dbpool.DB, viewer, id string) (Message, error) {
+	msg, err := dbpool.CollectOne(ctx, db, `
+		SELECT `+messageColumns+`
+		FROM messages m
+		JOIN conversation_participants v ON v.conversation_id = m.conversation_id AND v.user_id = $2
+		JOIN users u ON u.id = m.author_id
+		WHERE m.id = $1`, []any{id, viewer}, scanMessage)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Message{}, fmt.Errorf("message %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Message{}, fmt.Errorf("load message: %w", err)
 	}
 	return msg, nil
 }

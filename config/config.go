@@ -25,7 +25,12 @@ type Config struct {
 	// DatabaseURL is the Postgres URL or keyword/value DSN; empty means
 	// "start the private local Postgres in DataDir".
 	DatabaseURL string
-	Pool        dbpool.Config
+	// DatabaseDirectURL is where the realtime listener connects when set:
+	// a direct (session) connection, for when DATABASE_URL goes through a
+	// transaction-mode pooler, which cannot keep a LISTEN. Empty means
+	// DATABASE_URL.
+	DatabaseDirectURL string
+	Pool              dbpool.Config
 	// Migrate applies pending migrations at startup.
 	Migrate bool
 	// ListenAddr is the host:port the HTTP server listens on.
@@ -90,7 +95,8 @@ func (e *Error) Error() string {
 func Load(getenv func(string) string) (Config, error) {
 	r := reader{getenv: getenv}
 	c := Config{
-		DatabaseURL: strings.TrimSpace(getenv("DATABASE_URL")),
+		DatabaseURL:       strings.TrimSpace(getenv("DATABASE_URL")),
+		DatabaseDirectURL: strings.TrimSpace(getenv("DATABASE_DIRECT_URL")),
 		Pool: dbpool.Config{
 			Size:             r.int("DB_POOL_SIZE", 5, 1),
 			MaxOverflow:      r.int("DB_MAX_OVERFLOW", 10, 0),
@@ -130,6 +136,11 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
 			r.problem("DATABASE_URL", redact(c.DatabaseURL), "a postgres:// URL or a keyword/value DSN such as host=... dbname=...")
+		}
+	}
+	if c.DatabaseDirectURL != "" {
+		if _, err := pgx.ParseConfig(c.DatabaseDirectURL); err != nil {
+			r.problem("DATABASE_DIRECT_URL", redact(c.DatabaseDirectURL), "a postgres:// URL or a keyword/value DSN, connecting directly (not through a transaction pooler)")
 		}
 	}
 	if len(r.problems) > 0 {

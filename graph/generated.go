@@ -131,7 +131,8 @@ type ComplexityRoot struct {
 	}
 
 	Subscription struct {
-		PoolStatus func(childComplexity int, intervalMs *int) int
+		MessageAdded func(childComplexity int, conversationID string) int
+		PoolStatus   func(childComplexity int, intervalMs *int) int
 	}
 
 	User struct {
@@ -172,6 +173,7 @@ type QueryResolver interface {
 }
 type SubscriptionResolver interface {
 	PoolStatus(ctx context.Context, intervalMs *int) (<-chan *dbpool.Stats, error)
+	MessageAdded(ctx context.Context, conversationID string) (<-chan *chat.Message, error)
 }
 type UserResolver interface {
 	Email(ctx context.Context, obj *chat.User) (*string, error)
@@ -587,6 +589,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Query.User(childComplexity, args["id"].(string)), true
 
+	case "Subscription.messageAdded":
+		if e.ComplexityRoot.Subscription.MessageAdded == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_messageAdded_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.MessageAdded(childComplexity, args["conversationId"].(string)), true
 	case "Subscription.poolStatus":
 		if e.ComplexityRoot.Subscription.PoolStatus == nil {
 			break
@@ -792,6 +805,13 @@ type Subscription {
     "Milliseconds between snapshots, 100 to 60000."
     intervalMs: Int = 1000
   ): PoolStatus!
+  """
+  Each new message of a conversation the viewer takes part in, in the order they arrive,
+  from the time of subscribing. Needs sign-in: on a websocket, the connection_init payload's
+  ` + "`" + `Authorization` + "`" + ` ("Bearer <token>"). A conversation the viewer is not in is NOT_FOUND. A
+  client that falls far behind is disconnected from the stream with an error.
+  """
+  messageAdded("The conversation." conversationId: ID!): Message!
 }
 
 "What signUp needs."
@@ -1426,6 +1446,20 @@ func (ec *executionContext) field_Query_user_args(ctx context.Context, rawArgs m
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_messageAdded_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "conversationId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["conversationId"] = arg0
 	return args, nil
 }
 
@@ -3241,6 +3275,50 @@ func (ec *executionContext) fieldContext_Subscription_poolStatus(ctx context.Con
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Subscription_poolStatus_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_messageAdded(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_messageAdded(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().MessageAdded(ctx, fc.Args["conversationId"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *chat.Message) graphql.Marshaler {
+			return ec.marshalNMessage2ᚖchatqlᚋchatᚐMessage(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_messageAdded(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Message(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_messageAdded_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -5273,6 +5351,8 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 	switch fields[0].Name {
 	case "poolStatus":
 		return ec._Subscription_poolStatus(ctx, fields[0])
+	case "messageAdded":
+		return ec._Subscription_messageAdded(ctx, fields[0])
 	default:
 		panic("unknown field " + strconv.Quote(fields[0].Name))
 	}

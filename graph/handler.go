@@ -14,6 +14,8 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	coderws "github.com/coder/websocket"
 	"github.com/vektah/gqlparser/v2/ast"
+
+	"chatql/auth"
 )
 
 // DefaultComplexityLimit is far above what the inbox query costs (about
@@ -65,6 +67,7 @@ func NewHandler(opts Options) http.Handler {
 		KeepAlivePingInterval: wsPingInterval, // graphql-ws: "ka" messages
 		PingPongInterval:      wsPingInterval, // graphql-transport-ws: ping, pong within 2x or closed
 		InitTimeout:           wsInitTimeout,
+		InitFunc:              wsInit(opts),
 		Implementation: transport.CoderWebsocketImplementation{
 			// The same policy withCORS applies first (coder/websocket's
 			// matching: same host, or a pattern matching scheme://host).
@@ -92,6 +95,31 @@ func NewHandler(opts Options) http.Handler {
 		srv.AroundFields(opts.FieldMiddleware)
 	}
 	return withCORS(newOriginPolicy(opts.AllowedOrigins), withHTTPStatus(srv))
+}
+
+// CloseForbidden is the websocket close code for a connection_init whose
+// Authorization the server refuses.
+const CloseForbidden = 4403
+
+// wsInit checks the Authorization of a websocket's connection_init payload
+// (browsers cannot set headers on a websocket): a bad token closes the
+// socket with CloseForbidden before any operation runs; none at all is
+// allowed (poolStatus needs no sign-in), and operations see the payload
+// through newOperation. The returned ctx is never nil: gqlgen panics on a
+// nil ctx returned with an error.
+func wsInit(opts Options) transport.WebsocketInitFunc {
+	return func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
+		raw, ok, err := auth.FromHeader(p.Authorization())
+		if err == nil && ok {
+			_, err = opts.Tokens.Verify(raw)
+		}
+		if err != nil {
+			ctx = transport.WithWebsocketCloseCode(ctx, CloseForbidden)
+			ctx = transport.AppendCloseReason(ctx, "invalid or expired access token")
+			return ctx, nil, err
+		}
+		return ctx, nil, nil
+	}
 }
 
 // setComplexity makes paginated fields cost their page size times their

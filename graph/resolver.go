@@ -13,6 +13,7 @@ import (
 
 	"chatql/auth"
 	"chatql/dbpool"
+	"chatql/realtime"
 )
 
 // Options configure the GraphQL endpoint.
@@ -20,6 +21,9 @@ type Options struct {
 	Pool   *dbpool.Pool
 	Tokens *auth.Tokens
 	Logger *slog.Logger
+	// Hub announces new messages to messageAdded subscriptions; nil
+	// refuses them.
+	Hub *realtime.Hub
 	// AutoProvision creates the user row on a Supabase user's first request.
 	AutoProvision bool
 	// Introspection allows schema introspection (the playground needs it).

@@ -230,6 +230,27 @@ func (r *subscriptionResolver) PoolStatus(ctx context.Context, intervalMs *int) 
 	return ch, nil
 }
 
+func (r *subscriptionResolver) MessageAdded(ctx context.Context, conversationID string) (<-chan *chat.Message, error) {
+	convID, err := chat.ParseID("conversationId", conversationID)
+	if err != nil {
+		return nil, err
+	}
+	viewer, err := requireViewer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := loadConversation(ctx, convID); err != nil {
+		return nil, err
+	}
+	if r.opts.Hub == nil {
+		return nil, errNoRealtime
+	}
+	// The checks above borrowed a connection on the operation's scope:
+	// give it back now, not at the first event, which may be hours away.
+	operationFrom(ctx).scope.Yield()
+	return streamMessages(ctx, r.opts.Pool, r.opts.Hub.Subscribe(convID), viewer.ID), nil
+}
+
 func (r *userResolver) Email(ctx context.Context, obj *chat.User) (*string, error) {
 	op := operationFrom(ctx)
 	if !op.hasIdentity || op.viewerID() != obj.ID {

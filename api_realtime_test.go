@@ -1,0 +1,372 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+
+	"chatql/config"
+	"chatql/realtime"
+)
+
+// The realtime tests run messageAdded over graphql-transport-ws against a
+// server with a running hub, and send messages with the sendMessage
+// mutation over HTTP to the same server.
+
+const messageAddedSubscription = `subscription Added($c: ID!) {
+  messageAdded(conversationId: $c) { id body author { id } conversation { id } }
+}`
+
+const sendMessageMutation = `mutation Send($c: ID!, $b: String!) {
+  sendMessage(input: {conversationId: $c, body: $b}) { id }
+}`
+
+// realtimeAPI is a testAPI whose server has a running realtime hub.
+type realtimeAPI struct {
+	*testAPI
+	hub *realtime.Hub
+}
+
+func newRealtimeAPI(t *testing.T) *realtimeAPI {
+	t.Helper()
+	a := newAPI(t)
+	hub, err := realtime.New(realtime.Options{URL: a.dbURL, ApplicationName: a.appName + "-listener"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hub.Run(ctx)
+	}()
+	stats := true
+	srv := httptest.NewServer(newHandler(apiConfig{
+		pool:   a.pool,
+		tokens: a.tokens,
+		logger: slog.New(slog.DiscardHandler),
+		cfg:    config.Config{AutoProvision: true, Introspection: true, DBStats: &stats},
+		hub:    hub,
+	}))
+	// newAPI's cleanup closes a.srv (the one with the hub, from now on)
+	// and then the pool, after this one has stopped the hub.
+	a.srv.Close()
+	a.srv = srv
+	t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		<-done
+	})
+	r := &realtimeAPI{testAPI: a, hub: hub}
+	r.waitListening(0)
+	return r
+}
+
+// waitListening waits until the hub listens on a backend other than
+// oldPID, returning the new one.
+func (r *realtimeAPI) waitListening(oldPID uint32) uint32 {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ch, pid := r.hub.Connected()
+		if pid != 0 && pid != oldPID {
+			return pid
+		}
+		select {
+		case <-ch:
+		case <-time.After(time.Until(deadline)):
+			r.t.Fatal("the hub did not (re)connect in time")
+		}
+	}
+}
+
+// waitSubscribers waits until the hub has n subscriptions: a subscription
+// is registered asynchronously after the subscribe message.
+func (r *realtimeAPI) waitSubscribers(n int) {
+	r.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.hub.Subscribers() != n {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("hub has %d subscribers, want %d", r.hub.Subscribers(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// send posts a message with sendMessage and returns its id.
+func (r *realtimeAPI) send(token, conv, body string) string {
+	r.t.Helper()
+	var out struct{ SendMessage struct{ ID string } }
+	r.post(token, sendMessageMutation, map[string]any{"c": conv, "b": body}).into(r.t, &out)
+	return out.SendMessage.ID
+}
+
+// connectAs opens a websocket signed in with token in connection_init.
+func connectAs(t *testing.T, a *realtimeAPI, token string) *wsClient {
+	t.Helper()
+	c, resp, err := dialWS(t, a.srv, "")
+	if err != nil {
+		t.Fatalf("dial: %v (response %v)", err, resp)
+	}
+	payload, _ := json.Marshal(map[string]string{"Authorization": "Bearer " + token})
+	c.send(wsMessage{Type: "connection_init", Payload: payload})
+	c.expect("connection_ack", time.Now().Add(5*time.Second))
+	return c
+}
+
+func (c *wsClient) subscribeMessages(id, conv string) {
+	c.t.Helper()
+	payload, _ := json.Marshal(map[string]any{"query": messageAddedSubscription, "variables": map[string]any{"c": conv}})
+	c.send(wsMessage{ID: id, Type: "subscribe", Payload: payload})
+}
+
+type addedEvent struct {
+	ID, Body     string
+	Author       struct{ ID string }
+	Conversation struct{ ID string }
+}
+
+// nextMessage returns the next messageAdded event of subscription id.
+func (c *wsClient) nextMessage(id string) addedEvent {
+	c.t.Helper()
+	m := c.next(time.Now().Add(10 * time.Second))
+	if m.ID != id || m.Type != "next" {
+		c.t.Fatalf("got %s %s %s, want next for %s", m.ID, m.Type, m.Payload, id)
+	}
+	var ev struct {
+		Data   struct{ MessageAdded addedEvent }
+		Errors []json.RawMessage
+	}
+	if err := json.Unmarshal(m.Payload, &ev); err != nil || len(ev.Errors) > 0 {
+		c.t.Fatalf("event %s: %v", m.Payload, err)
+	}
+	return ev.Data.MessageAdded
+}
+
+// subscriptionError returns the error code a subscription ended with: an
+// error message, or a next with errors (then complete).
+func (c *wsClient) subscriptionError(id string) string {
+	c.t.Helper()
+	m := c.next(time.Now().Add(10 * time.Second))
+	if m.ID != id {
+		c.t.Fatalf("got %s %s %s for another id", m.ID, m.Type, m.Payload)
+	}
+	type gqlErr struct {
+		Extensions struct{ Code string }
+	}
+	var errs []gqlErr
+	switch m.Type {
+	case "error":
+		if err := json.Unmarshal(m.Payload, &errs); err != nil {
+			c.t.Fatalf("error payload %s: %v", m.Payload, err)
+		}
+	case "next":
+		var p struct{ Errors []gqlErr }
+		if err := json.Unmarshal(m.Payload, &p); err != nil {
+			c.t.Fatalf("next payload %s: %v", m.Payload, err)
+		}
+		errs = p.Errors
+		c.expect("complete", time.Now().Add(5*time.Second))
+	default:
+		c.t.Fatalf("got %s %s, want an error", m.Type, m.Payload)
+	}
+	if len(errs) != 1 {
+		c.t.Fatalf("want one error, got %s", m.Payload)
+	}
+	return errs[0].Extensions.Code
+}
+
+// TestRealtimeMessageAdded: a participant receives its conversation's new
+// messages in order, never another conversation's, and no connection is
+// checked out between events.
+func TestRealtimeMessageAdded(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	alice, aliceToken := a.user("Alice")
+	bob, bobToken := a.user("Bob")
+	carol, carolToken := a.user("Carol")
+	conv := a.conversation("ab", []string{alice, bob})
+	other := a.conversation("ac", []string{alice, carol})
+
+	c := connectAs(t, a, bobToken)
+	c.subscribeMessages("1", conv)
+	a.waitSubscribers(1)
+	if n := a.pool.Stats().CheckedOut; n != 0 {
+		t.Fatalf("subscribed: %d connections checked out, want 0", n)
+	}
+
+	for i := range 5 {
+		a.send(carolToken, other, fmt.Sprintf("not for bob %d", i))
+		body := fmt.Sprintf("hello %d", i)
+		id := a.send(aliceToken, conv, body)
+		ev := c.nextMessage("1")
+		if ev.ID != id || ev.Body != body || ev.Author.ID != alice || ev.Conversation.ID != conv {
+			t.Fatalf("event %d: %+v, want %s %q by %s in %s", i, ev, id, body, alice, conv)
+		}
+		if n := a.pool.Stats().CheckedOut; n != 0 {
+			t.Fatalf("between events: %d connections checked out, want 0", n)
+		}
+	}
+	// Bob's own messages arrive too, and nothing of the other conversation.
+	id := a.send(bobToken, conv, "mine")
+	if ev := c.nextMessage("1"); ev.ID != id {
+		t.Fatalf("got %+v, want %s", ev, id)
+	}
+	c.quiet(300 * time.Millisecond)
+
+	c.send(wsMessage{ID: "1", Type: "complete"})
+	a.waitSubscribers(0)
+	a.waitReleased()
+}
+
+// TestRealtimeRefused: a non-participant gets NOT_FOUND, a bad id
+// BAD_USER_INPUT, an anonymous socket UNAUTHENTICATED; none subscribes.
+func TestRealtimeRefused(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	alice, _ := a.user("Alice")
+	bob, _ := a.user("Bob")
+	_, carolToken := a.user("Carol")
+	conv := a.conversation("ab", []string{alice, bob})
+
+	c := connectAs(t, a, carolToken)
+	c.subscribeMessages("1", conv)
+	if code := c.subscriptionError("1"); code != "NOT_FOUND" {
+		t.Fatalf("non-participant: %s, want NOT_FOUND", code)
+	}
+	c.subscribeMessages("2", "not-an-id")
+	if code := c.subscriptionError("2"); code != "BAD_USER_INPUT" {
+		t.Fatalf("bad id: %s, want BAD_USER_INPUT", code)
+	}
+	anon := connect(t, a.srv)
+	anon.subscribeMessages("3", conv)
+	if code := anon.subscriptionError("3"); code != "UNAUTHENTICATED" {
+		t.Fatalf("anonymous: %s, want UNAUTHENTICATED", code)
+	}
+	if n := a.hub.Subscribers(); n != 0 {
+		t.Fatalf("%d subscribers, want 0", n)
+	}
+	a.waitReleased()
+}
+
+// TestRealtimeBadToken: a bad token in connection_init closes the socket
+// with 4403 before any operation.
+func TestRealtimeBadToken(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	for name, auth := range map[string]string{
+		"garbage":   "Bearer not-a-token",
+		"no bearer": "Basic abc",
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			conn, _, err := websocket.Dial(ctx, wsURL(a.srv), &websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.CloseNow()
+			if err := wsjson.Write(ctx, conn, map[string]any{"type": "connection_init", "payload": map[string]string{"Authorization": auth}}); err != nil {
+				t.Fatal(err)
+			}
+			var m wsMessage
+			err = wsjson.Read(ctx, conn, &m)
+			if got := websocket.CloseStatus(err); got != 4403 {
+				t.Fatalf("read: %v (message %+v), close status %d, want 4403", err, m, got)
+			}
+		})
+	}
+}
+
+// TestRealtimeRolledBack: a send that fails stores nothing and announces
+// nothing, and a NOTIFY in a rolled-back transaction is never delivered.
+func TestRealtimeRolledBack(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	alice, aliceToken := a.user("Alice")
+	bob, bobToken := a.user("Bob")
+	conv := a.conversation("ab", []string{alice, bob})
+	c := connectAs(t, a, bobToken)
+	c.subscribeMessages("1", conv)
+	a.waitSubscribers(1)
+
+	resp := a.post(aliceToken, sendMessageMutation, map[string]any{"c": conv, "b": strings.Repeat("x", 4001)})
+	if code := resp.code(t); code != "BAD_USER_INPUT" {
+		t.Fatalf("long body: %s", code)
+	}
+	// A transaction that inserts and announces a message, then rolls back.
+	ctx := context.Background()
+	tx, err := a.admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ghost realtime.Event
+	if err := tx.QueryRow(ctx, "INSERT INTO messages (conversation_id, author_id, body) VALUES ($1, $2, 'ghost') RETURNING id::text, conversation_id::text, created_at",
+		conv, alice).Scan(&ghost.ID, &ghost.ConversationID, &ghost.CreatedAt); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", realtime.Channel, ghost.Payload()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.count("SELECT count(*)::int FROM messages WHERE conversation_id = $1", conv); n != 0 {
+		t.Fatalf("%d messages stored, want 0", n)
+	}
+	// The next event is the next committed message.
+	id := a.send(aliceToken, conv, "real")
+	if ev := c.nextMessage("1"); ev.ID != id {
+		t.Fatalf("got %+v, want %s", ev, id)
+	}
+	c.quiet(200 * time.Millisecond)
+}
+
+// TestRealtimeCatchUp: when the listener's backend is terminated, messages
+// sent before it is back arrive after the reconnect, in order, once each.
+func TestRealtimeCatchUp(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	alice, aliceToken := a.user("Alice")
+	bob, bobToken := a.user("Bob")
+	conv := a.conversation("ab", []string{alice, bob})
+	c := connectAs(t, a, bobToken)
+	c.subscribeMessages("1", conv)
+	a.waitSubscribers(1)
+
+	var want []string
+	want = append(want, a.send(aliceToken, conv, "before"))
+	if ev := c.nextMessage("1"); ev.ID != want[0] {
+		t.Fatalf("got %+v, want %s", ev, want[0])
+	}
+	want = want[:0]
+
+	_, pid := a.hub.Connected()
+	var ok bool
+	if err := a.admin.QueryRow(context.Background(), "SELECT pg_terminate_backend($1)", int32(pid)).Scan(&ok); err != nil || !ok {
+		t.Fatalf("terminate listener %d: %v %v", pid, ok, err)
+	}
+	for i := range 3 {
+		want = append(want, a.send(aliceToken, conv, fmt.Sprintf("gap %d", i)))
+	}
+	a.waitListening(pid)
+	want = append(want, a.send(aliceToken, conv, "after"))
+
+	for i, id := range want {
+		if ev := c.nextMessage("1"); ev.ID != id {
+			t.Fatalf("event %d: got %+v, want %s", i, ev, id)
+		}
+	}
+	c.quiet(300 * time.Millisecond)
+	if n := a.pool.Stats().CheckedOut; n != 0 {
+		t.Fatalf("%d connections checked out, want 0", n)
+	}
+}

@@ -1,0 +1,332 @@
+// Package realtime announces new chat messages to the subscribers of this
+// process. One dedicated connection per process (not from the pool: a
+// LISTEN needs its session for as long as the process runs) listens on
+// Channel; the hub fans each notification out to the subscribers of its
+// conversation.
+package realtime
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Channel is the NOTIFY channel chat.SendMessage announces messages on.
+const Channel = "chatql_messages"
+
+// BufferSize is how many events a subscriber may fall behind before it is
+// dropped: a slow subscriber never holds up the others.
+const BufferSize = 64
+
+// Reconnect backoff: the first retry is quick (a restarted server or a
+// terminated backend), later ones back off so that an outage is not hammered.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// recentIDs is how many announced message ids are remembered to drop the
+// duplicates a catch-up after a reconnect and a late notification produce.
+const recentIDs = 4096
+
+// catchUpMargin widens the catch-up window back in time: a message's
+// created_at is its transaction's start, so a message committed just after
+// a later-started one may carry an earlier time. Duplicates are dropped.
+const catchUpMargin = time.Second
+
+// Event announces one committed message. It is the NOTIFY payload.
+type Event struct {
+	ID             string    `json:"id"`
+	ConversationID string    `json:"conversationId"`
+	CreatedAt      time.Time `json:"createdAt"`
+}
+
+// Payload is the NOTIFY payload for e: ids and time only, never the body.
+func (e Event) Payload() string {
+	b, _ := json.Marshal(e)
+	return string(b)
+}
+
+// Options configure a Hub.
+type Options struct {
+	// URL is the database to listen on: a direct connection, since a
+	// transaction-mode pooler does not keep LISTEN sessions.
+	URL string
+	// ApplicationName names the listener's backend in pg_stat_activity.
+	ApplicationName string
+	Logger          *slog.Logger
+}
+
+// Hub owns the listening connection and the subscribers. Subscribe and
+// Subscription.Close are safe for concurrent use; Run is called once.
+type Hub struct {
+	opts   Options
+	cfg    *pgx.ConnConfig
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	subs    map[string]map[*Subscription]struct{} // by conversation id
+	stopped bool
+	// watermark is the latest database time known to precede a gap: the
+	// time LISTEN began, or the newest announced message's created_at.
+	watermark time.Time
+	recent    map[string]struct{}
+	order     []string // recent, oldest first, as a ring of at most recentIDs
+	connected chan struct{}
+	pid       uint32
+}
+
+// New checks opts and returns a hub that is not listening yet: see Run.
+func New(opts Options) (*Hub, error) {
+	cfg, err := pgx.ParseConfig(opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("realtime: database URL: %w", err)
+	}
+	if opts.ApplicationName != "" {
+		cfg.RuntimeParams["application_name"] = opts.ApplicationName
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Hub{
+		opts: opts, cfg: cfg, logger: opts.Logger,
+		subs:      map[string]map[*Subscription]struct{}{},
+		recent:    map[string]struct{}{},
+		connected: make(chan struct{}),
+	}, nil
+}
+
+// Subscription receives the events of one conversation on C until it is
+// closed: by Close, by the hub stopping, or because it fell BufferSize
+// events behind (Dropped then reports true).
+type Subscription struct {
+	C <-chan Event
+
+	c       chan Event
+	hub     *Hub
+	conv    string
+	closed  bool // guarded by hub.mu
+	dropped bool // guarded by hub.mu
+}
+
+// Subscribe registers a subscriber to conversationID's messages. The caller
+// must Close it. On a stopped hub the subscription is closed at once.
+func (h *Hub) Subscribe(conversationID string) *Subscription {
+	c := make(chan Event, BufferSize)
+	s := &Subscription{C: c, c: c, hub: h, conv: conversationID}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		s.closed = true
+		close(c)
+		return s
+	}
+	set := h.subs[conversationID]
+	if set == nil {
+		set = map[*Subscription]struct{}{}
+		h.subs[conversationID] = set
+	}
+	set[s] = struct{}{}
+	return s
+}
+
+// Close unregisters s and closes C. It is idempotent.
+func (s *Subscription) Close() {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	s.hub.removeLocked(s)
+}
+
+// Dropped reports whether C was closed because s fell too far behind.
+func (s *Subscription) Dropped() bool {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	return s.dropped
+}
+
+func (h *Hub) removeLocked(s *Subscription) {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	close(s.c)
+	if set := h.subs[s.conv]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(h.subs, s.conv)
+		}
+	}
+}
+
+// Subscribers counts the open subscriptions.
+func (h *Hub) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, set := range h.subs {
+		n += len(set)
+	}
+	return n
+}
+
+// Connected returns a channel closed once the hub listens on a new
+// connection (the first, or the next after a reconnect), and the backend
+// pid of that connection (0 before the first).
+func (h *Hub) Connected() (<-chan struct{}, uint32) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.connected, h.pid
+}
+
+// Run listens until ctx is done, reconnecting with backoff (100 ms doubling
+// to 5 s) whenever the connection fails, and catching up on the messages
+// of subscribed conversations committed meanwhile. When it returns every
+// subscription is closed and later ones are closed at once.
+func (h *Hub) Run(ctx context.Context) {
+	defer h.stop()
+	backoff := minBackoff
+	first := true
+	for ctx.Err() == nil {
+		err := h.listen(ctx, !first, func() { backoff = minBackoff; first = false })
+		if ctx.Err() != nil {
+			return
+		}
+		h.logger.Warn("realtime listener disconnected; reconnecting", "err", err, "in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+func (h *Hub) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = true
+	for _, set := range h.subs {
+		for s := range set {
+			h.removeLocked(s)
+		}
+	}
+}
+
+// listen runs one connection: connect, LISTEN, catch up if reconnecting,
+// then deliver notifications until an error.
+func (h *Hub) listen(ctx context.Context, catchUp bool, ok func()) error {
+	conn, err := pgx.ConnectConfig(ctx, h.cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{Channel}.Sanitize()); err != nil {
+		return err
+	}
+	var since time.Time
+	if err := conn.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&since); err != nil {
+		return err
+	}
+	if catchUp {
+		if err := h.catchUp(ctx, conn); err != nil {
+			return fmt.Errorf("catch up: %w", err)
+		}
+	}
+	h.mu.Lock()
+	if since.After(h.watermark) {
+		h.watermark = since
+	}
+	h.pid = conn.PgConn().PID()
+	close(h.connected)
+	h.connected = make(chan struct{})
+	h.mu.Unlock()
+	ok()
+	h.logger.Debug("realtime listener connected", "pid", conn.PgConn().PID())
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		var e Event
+		if err := json.Unmarshal([]byte(n.Payload), &e); err != nil || e.ID == "" || e.ConversationID == "" {
+			h.logger.Warn("realtime: ignoring malformed notification", "payload", n.Payload)
+			continue
+		}
+		h.deliver(e)
+	}
+}
+
+// catchUp announces the messages of subscribed conversations committed
+// since the watermark, in order; those already announced are skipped.
+func (h *Hub) catchUp(ctx context.Context, conn *pgx.Conn) error {
+	h.mu.Lock()
+	convs := make([]string, 0, len(h.subs))
+	for id := range h.subs {
+		convs = append(convs, id)
+	}
+	watermark := h.watermark
+	h.mu.Unlock()
+	since := watermark.Add(-catchUpMargin)
+	if len(convs) == 0 || watermark.IsZero() {
+		return nil
+	}
+	rows, err := conn.Query(ctx, `
+		SELECT id::text, conversation_id::text, created_at FROM messages
+		WHERE conversation_id = ANY($1::uuid[]) AND created_at >= $2
+		ORDER BY created_at, id`, convs, since)
+	if err != nil {
+		return err
+	}
+	events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Event, error) {
+		var e Event
+		err := r.Scan(&e.ID, &e.ConversationID, &e.CreatedAt)
+		return e, err
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range events {
+		h.deliver(e)
+	}
+	if len(events) > 0 {
+		h.logger.Info("realtime listener caught up", "conversations", len(convs), "messages", len(events))
+	}
+	return nil
+}
+
+// deliver fans e out without blocking: a subscriber whose buffer is full is
+// dropped. An id announced before is skipped.
+func (h *Hub) deliver(e Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, seen := h.recent[e.ID]; seen {
+		return
+	}
+	h.recent[e.ID] = struct{}{}
+	h.order = append(h.order, e.ID)
+	if len(h.order) > recentIDs {
+		delete(h.recent, h.order[0])
+		h.order = h.order[1:]
+	}
+	if e.CreatedAt.After(h.watermark) {
+		h.watermark = e.CreatedAt
+	}
+	for s := range h.subs[e.ConversationID] {
+		select {
+		case s.c <- e:
+		default:
+			s.dropped = true
+			h.removeLocked(s)
+			h.logger.Warn("realtime subscriber too slow; dropped", "conversation_id", e.ConversationID)
+		}
+	}
+}

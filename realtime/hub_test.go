@@ -1,0 +1,86 @@
+package realtime
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// These tests drive the fan-out directly; the listening connection is
+// covered end to end by the server's TestRealtime tests.
+
+func newTestHub(t *testing.T) *Hub {
+	t.Helper()
+	h, err := New(Options{URL: "postgres://localhost/none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func event(i int, conv string) Event {
+	return Event{ID: fmt.Sprintf("m%d", i), ConversationID: conv, CreatedAt: time.Unix(int64(i), 0)}
+}
+
+// TestSlowSubscriberDropped: a full buffer drops that subscriber (its
+// channel closed, Dropped true) without holding up the others.
+func TestSlowSubscriberDropped(t *testing.T) {
+	h := newTestHub(t)
+	slow := h.Subscribe("c")
+	fast := h.Subscribe("c")
+	defer fast.Close()
+	for i := range BufferSize + 1 {
+		h.deliver(event(i, "c"))
+		<-fast.C // keeps up
+	}
+	n := 0
+	for range slow.C {
+		n++
+	}
+	if n != BufferSize || !slow.Dropped() {
+		t.Fatalf("slow got %d events, dropped %v; want %d, true", n, slow.Dropped(), BufferSize)
+	}
+	if fast.Dropped() || h.Subscribers() != 1 {
+		t.Fatalf("fast dropped %v, %d subscribers", fast.Dropped(), h.Subscribers())
+	}
+	slow.Close() // idempotent after a drop
+}
+
+// TestDeliverOnce: an id is delivered once (a catch-up and a late
+// notification of the same message), only to its conversation.
+func TestDeliverOnce(t *testing.T) {
+	h := newTestHub(t)
+	s := h.Subscribe("c")
+	other := h.Subscribe("d")
+	h.deliver(event(1, "c"))
+	h.deliver(event(1, "c"))
+	h.deliver(event(2, "c"))
+	s.Close()
+	other.Close()
+	var got []string
+	for e := range s.C {
+		got = append(got, e.ID)
+	}
+	if fmt.Sprint(got) != "[m1 m2]" {
+		t.Fatalf("got %v, want [m1 m2]", got)
+	}
+	if _, ok := <-other.C; ok {
+		t.Fatal("another conversation's subscriber got an event")
+	}
+}
+
+// TestStoppedHub: stopping closes every subscription, and later ones at once.
+func TestStoppedHub(t *testing.T) {
+	h := newTestHub(t)
+	s := h.Subscribe("c")
+	h.stop()
+	if _, ok := <-s.C; ok {
+		t.Fatal("subscription open after stop")
+	}
+	if _, ok := <-h.Subscribe("c").C; ok {
+		t.Fatal("subscription to a stopped hub open")
+	}
+	if s.Dropped() {
+		t.Fatal("stopped, not dropped")
+	}
+}
