@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -14,6 +17,7 @@ import (
 	"github.com/coder/websocket/wsjson"
 
 	"chatql/config"
+	"chatql/dbpool"
 	"chatql/realtime"
 )
 
@@ -369,4 +373,117 @@ func TestRealtimeCatchUp(t *testing.T) {
 	if n := a.pool.Stats().CheckedOut; n != 0 {
 		t.Fatalf("%d connections checked out, want 0", n)
 	}
+}
+
+// addReplica starts a second server on the same database with a hub and a
+// pool of its own, as a second process would have.
+func (r *realtimeAPI) addReplica(t *testing.T) (*httptest.Server, *realtime.Hub) {
+	t.Helper()
+	cfg := dbpool.DefaultConfig()
+	cfg.ApplicationName = r.appName + "-b"
+	pool, err := dbpool.New(r.dbURL, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub, err := realtime.New(realtime.Options{URL: r.dbURL, ApplicationName: cfg.ApplicationName + "-listener"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hub.Run(ctx)
+	}()
+	srv := httptest.NewServer(newHandler(apiConfig{
+		pool: pool, tokens: r.tokens, logger: slog.New(slog.DiscardHandler),
+		cfg: config.Config{AutoProvision: true, Introspection: true}, hub: hub,
+	}))
+	t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		<-done
+		pool.Close()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, pid := hub.Connected(); pid != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("replica hub did not connect")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return srv, hub
+}
+
+// TestRealtimeCrossReplica: a message sent through replica A reaches a
+// subscriber connected to replica B; Postgres NOTIFY is the bus.
+func TestRealtimeCrossReplica(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	ann, annToken := a.user("Ann")
+	bob, bobToken := a.user("Bob")
+	conv := a.conversation("", []string{ann, bob})
+	replica, replicaHub := a.addReplica(t)
+
+	primary := a.srv
+	a.srv = replica // connectAs dials a.srv
+	c := connectAs(t, a, bobToken)
+	a.srv = primary
+	c.subscribeMessages("1", conv)
+	deadline := time.Now().Add(5 * time.Second)
+	for replicaHub.Subscribers() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("subscription not registered on the replica")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	id := a.send(annToken, conv, "across replicas")
+	if got := c.nextMessage("1"); got.ID != id || got.Body != "across replicas" {
+		t.Fatalf("replica B got %+v, want message %s", got, id)
+	}
+}
+
+// TestRealtimeSSE: the same subscription over server-sent events.
+func TestRealtimeSSE(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	ann, token := a.user("Ann")
+	conv := a.conversation("", []string{ann})
+	body, _ := json.Marshal(map[string]any{"query": messageAddedSubscription, "variables": map[string]any{"c": conv}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.srv.URL+"/query", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		t.Fatalf("content type %q", ct)
+	}
+	a.waitSubscribers(1)
+	id := a.send(token, conv, "over SSE")
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if data, ok := strings.CutPrefix(line, "data: "); ok {
+			var ev struct {
+				Data struct{ MessageAdded struct{ ID, Body string } }
+			}
+			if err := json.Unmarshal([]byte(data), &ev); err != nil {
+				t.Fatalf("event %q: %v", data, err)
+			}
+			if ev.Data.MessageAdded.ID != id || ev.Data.MessageAdded.Body != "over SSE" {
+				t.Fatalf("event %s, want message %s", data, id)
+			}
+			return
+		}
+	}
+	t.Fatalf("stream ended without an event: %v", sc.Err())
 }

@@ -79,6 +79,8 @@ func NewHandler(opts Options) http.Handler {
 	})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
+	// SSE must come before POST: POST does not look at Accept.
+	srv.AddTransport(transport.SSE{KeepAlivePingInterval: wsPingInterval})
 	srv.AddTransport(transport.POST{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetErrorPresenter(errorPresenter(opts.Logger))
