@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 
 	"chatql/config"
 	"chatql/dbpool"
+	"chatql/graph"
 	"chatql/realtime"
 )
 
@@ -486,4 +490,186 @@ func TestRealtimeSSE(t *testing.T) {
 		}
 	}
 	t.Fatalf("stream ended without an event: %v", sc.Err())
+}
+
+// dialSmallBuffer opens a graphql-transport-ws socket whose receive buffer
+// is tiny, signed in as token: a client that stops reading stalls the
+// server's writes after a few kilobytes instead of megabytes.
+func dialSmallBuffer(t *testing.T, a *realtimeAPI, token string) *websocket.Conn {
+	t.Helper()
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		cerr := c.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return errors.Join(cerr, err)
+	}}
+	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, wsURL(a.srv), &websocket.DialOptions{
+		Subprotocols: []string{"graphql-transport-ws"}, HTTPClient: client,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseNow() })
+	payload, _ := json.Marshal(map[string]string{"Authorization": "Bearer " + token})
+	if err := wsjson.Write(ctx, conn, wsMessage{Type: "connection_init", Payload: payload}); err != nil {
+		t.Fatal(err)
+	}
+	var ack wsMessage
+	if err := wsjson.Read(ctx, conn, &ack); err != nil || ack.Type != "connection_ack" {
+		t.Fatalf("ack: %+v %v", ack, err)
+	}
+	return conn
+}
+
+// TestRealtimeSlowConsumer: a subscriber that stops reading is dropped
+// once its buffer is full, and its socket is closed with 1013 and a reason
+// naming SUBSCRIPTION_TOO_SLOW, while another subscriber to the same
+// conversation receives every message in order.
+func TestRealtimeSlowConsumer(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	alice, aliceToken := a.user("Alice")
+	bob, bobToken := a.user("Bob")
+	conv := a.conversation("ab", []string{alice, bob})
+
+	fast := connectAs(t, a, bobToken)
+	fast.subscribeMessages("1", conv)
+	slow := dialSmallBuffer(t, a, bobToken)
+	payload, _ := json.Marshal(map[string]any{"query": messageAddedSubscription, "variables": map[string]any{"c": conv}})
+	if err := wsjson.Write(context.Background(), slow, wsMessage{ID: "1", Type: "subscribe", Payload: payload}); err != nil {
+		t.Fatal(err)
+	}
+	a.waitSubscribers(2)
+
+	// Large messages until the hub gives up on the slow one: it must fall
+	// a whole buffer behind first, and the fast one must never.
+	body := strings.Repeat("m", 3900)
+	sent := 0
+	for a.hub.Stats().Dropped == 0 {
+		if sent == 2000 {
+			t.Fatalf("slow subscriber not dropped after %d messages", sent)
+		}
+		id := a.send(aliceToken, conv, fmt.Sprintf("%04d %s", sent, body))
+		if ev := fast.nextMessage("1"); ev.ID != id {
+			t.Fatalf("fast subscriber got %s, want %s", ev.ID, id)
+		}
+		sent++
+	}
+	if sent < realtime.BufferSize {
+		t.Fatalf("dropped after %d messages, before its buffer of %d could fill", sent, realtime.BufferSize)
+	}
+	if n := a.hub.Subscribers(); n != 1 {
+		t.Fatalf("%d subscribers after the drop, want the fast one", n)
+	}
+	// The fast one goes on.
+	id := a.send(aliceToken, conv, "after the drop")
+	if ev := fast.nextMessage("1"); ev.ID != id {
+		t.Fatalf("fast subscriber got %s after the drop, want %s", ev.ID, id)
+	}
+
+	// The slow client reads again: what was in flight, then the close.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	received := 0
+	for {
+		var m wsMessage
+		err := wsjson.Read(ctx, slow, &m)
+		if err == nil {
+			if m.Type == "next" {
+				received++
+			}
+			continue
+		}
+		var ce websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != graph.CloseTryAgainLater || !strings.HasPrefix(ce.Reason, graph.CodeTooSlow+":") {
+			t.Fatalf("slow socket ended with %v, want close %d %s", err, graph.CloseTryAgainLater, graph.CodeTooSlow)
+		}
+		break
+	}
+	if received >= sent {
+		t.Fatalf("slow client received %d of %d messages: it was not behind", received, sent)
+	}
+	t.Logf("dropped after %d messages; the slow client had received %d", sent, received)
+	a.waitReleased()
+}
+
+// TestRealtimeLegacyProtocol: messageAdded over the older graphql-ws
+// protocol (start/data/stop), signed in through connection_init, and a
+// socket whose connection_init payload is not an object is closed.
+func TestRealtimeLegacyProtocol(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	alice, aliceToken := a.user("Alice")
+	bob, bobToken := a.user("Bob")
+	conv := a.conversation("ab", []string{alice, bob})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dial := func() *websocket.Conn {
+		conn, _, err := websocket.Dial(ctx, wsURL(a.srv), &websocket.DialOptions{Subprotocols: []string{"graphql-ws"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.CloseNow() })
+		if p := conn.Subprotocol(); p != "graphql-ws" {
+			t.Fatalf("negotiated %q", p)
+		}
+		return conn
+	}
+	// next skips keep-alives ("ka").
+	next := func(conn *websocket.Conn) wsMessage {
+		for {
+			var m wsMessage
+			if err := wsjson.Read(ctx, conn, &m); err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			if m.Type != "ka" {
+				return m
+			}
+		}
+	}
+	write := func(conn *websocket.Conn, m wsMessage) {
+		if err := wsjson.Write(ctx, conn, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	conn := dial()
+	init, _ := json.Marshal(map[string]string{"authorization": "Bearer " + bobToken})
+	write(conn, wsMessage{Type: "connection_init", Payload: init})
+	if m := next(conn); m.Type != "connection_ack" {
+		t.Fatalf("got %s %s, want connection_ack", m.Type, m.Payload)
+	}
+	payload, _ := json.Marshal(map[string]any{"query": messageAddedSubscription, "variables": map[string]any{"c": conv}})
+	write(conn, wsMessage{ID: "7", Type: "start", Payload: payload})
+	a.waitSubscribers(1)
+	for i := range 3 {
+		id := a.send(aliceToken, conv, fmt.Sprintf("legacy %d", i))
+		m := next(conn)
+		var ev struct {
+			Data struct{ MessageAdded addedEvent }
+		}
+		if err := json.Unmarshal(m.Payload, &ev); m.Type != "data" || m.ID != "7" || err != nil || ev.Data.MessageAdded.ID != id {
+			t.Fatalf("got %s %s %s, want data for %s", m.ID, m.Type, m.Payload, id)
+		}
+	}
+	write(conn, wsMessage{ID: "7", Type: "stop"})
+	if m := next(conn); m.Type != "complete" || m.ID != "7" {
+		t.Fatalf("got %s %s after stop, want complete", m.ID, m.Type)
+	}
+	a.waitSubscribers(0)
+
+	// A payload gqlgen cannot decode leaves the socket to us: closed.
+	bad := dial()
+	write(bad, wsMessage{Type: "connection_init", Payload: json.RawMessage(`"not an object"`)})
+	var m wsMessage
+	err := wsjson.Read(ctx, bad, &m)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusProtocolError {
+		t.Fatalf("bad connection_init: %v (%+v), want close %d", err, m, websocket.StatusProtocolError)
+	}
 }

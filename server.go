@@ -236,7 +236,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		<-hubDone
 	}()
 
-	api := apiConfig{pool: pool, logger: logger, cfg: cfg, devMode: db.devMode, metrics: m, hub: hub}
+	sockets := graph.NewSockets()
+	api := apiConfig{pool: pool, logger: logger, cfg: cfg, devMode: db.devMode, metrics: m, hub: hub, sockets: sockets}
 	if api.tokens, err = newTokens(cfg, db.devMode); err != nil {
 		return err
 	}
@@ -259,8 +260,9 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
 	// Websockets are hijacked connections that Shutdown does not wait for
-	// or end; they live under baseCtx, cancelled once HTTP has drained, so
-	// that their subscriptions stop and the sockets close.
+	// or end: once HTTP has drained they are closed with "going away" and
+	// waited for; anything left then ends with baseCtx, whose cancelling
+	// stops every subscription.
 	baseCtx, endWebsockets := context.WithCancel(context.WithoutCancel(ctx))
 	defer endWebsockets()
 	srv := &http.Server{
@@ -292,6 +294,12 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		// their connections come back and the pool can close.
 		logger.Warn("requests still in flight at shutdown timeout; closing them", "err", err)
 		srv.Close()
+	}
+	if n := sockets.Open(); n > 0 {
+		logger.Info("closing websockets", "open", n)
+		if err := sockets.Shutdown(shutdownCtx); err != nil {
+			logger.Warn("websockets still open at shutdown timeout; dropping them", "open", sockets.Open())
+		}
 	}
 	endWebsockets()
 	stopHub()
@@ -330,6 +338,8 @@ type apiConfig struct {
 	metrics *metrics.Metrics
 	// hub feeds messageAdded subscriptions; nil refuses them.
 	hub *realtime.Hub
+	// sockets, when set, registers the websockets for shutdown.
+	sockets *graph.Sockets
 	// fieldMiddleware wraps every resolver; only tests set it.
 	fieldMiddleware graphql.FieldMiddleware
 }
@@ -346,6 +356,13 @@ func newHandler(api apiConfig) http.Handler {
 		m = metrics.New()
 	}
 	m.WatchPool(api.pool)
+	if api.hub != nil {
+		m.WatchHub(api.hub)
+	}
+	if api.sockets == nil {
+		api.sockets = graph.NewSockets()
+	}
+	m.WatchWebsockets(api.sockets.Open)
 	guard := func(h http.Handler) http.Handler { return metrics.RequireToken(api.cfg.MetricsToken, h) }
 	health.Register(mux, api.pool, api.logger, guard)
 	mux.Handle("GET /metrics", guard(m.Handler()))
@@ -360,6 +377,7 @@ func newHandler(api apiConfig) http.Handler {
 		DBStats:         dbStats,
 		FieldMiddleware: api.fieldMiddleware,
 		AllowedOrigins:  api.cfg.CORSOrigins,
+		Sockets:         api.sockets,
 	}))
 	mux.Handle("GET /{$}", playgroundHandler(api.demoHeader))
 	return mux

@@ -53,6 +53,9 @@ func NewHandler(opts Options) http.Handler {
 	if opts.ComplexityLimit == 0 {
 		opts.ComplexityLimit = DefaultComplexityLimit
 	}
+	if opts.Sockets == nil {
+		opts.Sockets = NewSockets()
+	}
 	state := &handlerState{
 		opts:       opts,
 		retryAfter: strconv.Itoa(max(1, int(opts.Pool.Config().Timeout.Seconds()/2))),
@@ -68,10 +71,11 @@ func NewHandler(opts Options) http.Handler {
 		PingPongInterval:      wsPingInterval, // graphql-transport-ws: ping, pong within 2x or closed
 		InitTimeout:           wsInitTimeout,
 		InitFunc:              wsInit(opts),
-		Implementation: transport.CoderWebsocketImplementation{
+		Implementation: socketImplementation{
+			sockets: opts.Sockets,
 			// The same policy withCORS applies first (coder/websocket's
 			// matching: same host, or a pattern matching scheme://host).
-			AcceptOptions: coderws.AcceptOptions{OriginPatterns: opts.AllowedOrigins},
+			accept: coderws.AcceptOptions{OriginPatterns: opts.AllowedOrigins},
 		},
 		ErrorFunc: func(ctx context.Context, err error) {
 			opts.Logger.DebugContext(ctx, "websocket error", "err", err)
@@ -96,7 +100,7 @@ func NewHandler(opts Options) http.Handler {
 	if opts.FieldMiddleware != nil {
 		srv.AroundFields(opts.FieldMiddleware)
 	}
-	return withCORS(newOriginPolicy(opts.AllowedOrigins), withHTTPStatus(srv))
+	return withCORS(newOriginPolicy(opts.AllowedOrigins), withHTTPStatus(withSocketSlot(srv)))
 }
 
 // CloseForbidden is the websocket close code for a connection_init whose

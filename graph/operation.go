@@ -109,8 +109,8 @@ func (h *handlerState) aroundOperations(ctx context.Context, next graphql.Operat
 // subscriptionEvent produces one event of a subscription. The scope lives
 // as long as the subscription, but never keeps a connection between events:
 // what an event's fields borrowed goes back as soon as the event is produced
-// (Yield), and the loaders forget what they cached, so the next event reads
-// fresh data. The end of the stream (nil) or a panic releases the scope for
+// (Yield), and every event gets loaders of its own, so it reads fresh data
+// and a long subscription accumulates nothing. The end of the stream (nil) or a panic releases the scope for
 // good, through end; a subscription stopped between events is released by
 // the context's AfterFunc. A subscription resolver's own goroutine must not
 // run SQL on the scope: it would hold a connection between events.
@@ -128,7 +128,8 @@ func (h *handlerState) subscriptionEvent(ctx context.Context, op *operation, res
 		return nil
 	}
 	ended = false
-	op.loaders.clear()
+	// No resolver of this event runs any more: the next one starts afresh.
+	op.loaders = newLoaders(op)
 	h.annotate(ctx, op, resp)
 	return resp
 }

@@ -36,10 +36,7 @@ func streamMessages(ctx context.Context, pool *dbpool.Pool, sub *realtime.Subscr
 			case e, ok := <-sub.C:
 				if !ok {
 					if sub.Dropped() {
-						transport.AddSubscriptionError(ctx, &gqlerror.Error{
-							Message:    "the client fell too far behind; subscribe again",
-							Extensions: map[string]any{"code": CodeTooSlow},
-						})
+						tooSlow(ctx)
 					} else if ctx.Err() == nil {
 						transport.AddSubscriptionError(ctx, &gqlerror.Error{
 							Message:    "the server is shutting down; subscribe again",
@@ -70,8 +67,32 @@ func streamMessages(ctx context.Context, pool *dbpool.Pool, sub *realtime.Subscr
 			case out <- &msg:
 			case <-ctx.Done():
 				return
+			case <-sub.Done():
+				// Dropped (or the hub stopped) while the client was not
+				// taking this one: a dropped client learns it now, not
+				// after its socket drains.
+				if sub.Dropped() {
+					tooSlow(ctx)
+				}
+				return
 			}
 		}
 	}()
 	return out
+}
+
+// tooSlowReason is the close reason of a socket whose subscriber was
+// dropped (at most 123 bytes: a close frame's limit).
+const tooSlowReason = CodeTooSlow + ": the client fell too far behind; subscribe again"
+
+// tooSlow ends a subscription the hub dropped: on a websocket the whole
+// socket is closed with CloseTryAgainLater (a client that stopped reading
+// would never see an error message behind the ones it is not reading); on
+// SSE the stream ends with the error.
+func tooSlow(ctx context.Context) {
+	transport.AddSubscriptionError(ctx, &gqlerror.Error{
+		Message:    "the client fell too far behind; subscribe again",
+		Extensions: map[string]any{"code": CodeTooSlow},
+	})
+	_ = closeSocket(ctx, CloseTryAgainLater, tooSlowReason)
 }

@@ -47,6 +47,9 @@ type Options struct {
 	// means same-origin only. Requests without an Origin header (anything
 	// but a browser) are not affected.
 	AllowedOrigins []string
+	// Sockets, when set, registers the handler's websockets, so that the
+	// server can close them with CloseGoingAway when it shuts down.
+	Sockets *Sockets
 }
 
 // Resolver holds the long-lived dependencies of the resolvers. Nothing

@@ -209,11 +209,11 @@ func startSampler(ctx context.Context, sample func(context.Context) (int, error)
 }
 
 // BackendSampler counts the server connections whose application_name is
-// app, over a connection of its own.
-func BackendSampler(conn *pgx.Conn, app string) func(context.Context) (int, error) {
+// one of apps, over a connection of its own.
+func BackendSampler(conn *pgx.Conn, apps ...string) func(context.Context) (int, error) {
 	return func(ctx context.Context) (int, error) {
 		var n int
-		err := conn.QueryRow(ctx, "SELECT count(*)::int FROM pg_stat_activity WHERE application_name = $1", app).Scan(&n)
+		err := conn.QueryRow(ctx, "SELECT count(*)::int FROM pg_stat_activity WHERE application_name = ANY($1)", apps).Scan(&n)
 		return n, err
 	}
 }

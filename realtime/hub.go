@@ -79,6 +79,21 @@ type Hub struct {
 	order     []string // recent, oldest first, as a ring of at most recentIDs
 	connected chan struct{}
 	pid       uint32
+	stats     Stats // counters only; Subscribers and Listening are computed
+}
+
+// Stats is what a hub has done so far, for metrics.
+type Stats struct {
+	// Subscribers is the number of open subscriptions.
+	Subscribers int
+	// Listening is true while the listening connection is up.
+	Listening bool
+	// Notifications counts the messages announced (once each).
+	Notifications uint64
+	// Dropped counts subscriptions closed because they fell behind.
+	Dropped uint64
+	// Reconnects counts listening connections after the first.
+	Reconnects uint64
 }
 
 // New checks opts and returns a hub that is not listening yet: see Run.
@@ -108,6 +123,7 @@ type Subscription struct {
 	C <-chan Event
 
 	c       chan Event
+	done    chan struct{} // closed with c, but never read from
 	hub     *Hub
 	conv    string
 	closed  bool // guarded by hub.mu
@@ -118,12 +134,13 @@ type Subscription struct {
 // must Close it. On a stopped hub the subscription is closed at once.
 func (h *Hub) Subscribe(conversationID string) *Subscription {
 	c := make(chan Event, BufferSize)
-	s := &Subscription{C: c, c: c, hub: h, conv: conversationID}
+	s := &Subscription{C: c, c: c, done: make(chan struct{}), hub: h, conv: conversationID}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stopped {
 		s.closed = true
 		close(c)
+		close(s.done)
 		return s
 	}
 	set := h.subs[conversationID]
@@ -142,6 +159,11 @@ func (s *Subscription) Close() {
 	s.hub.removeLocked(s)
 }
 
+// Done is closed when s is: unlike C it can be watched while its pending
+// events are still being handled, so that a consumer blocked on a slow
+// client learns at once that it was dropped.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
 // Dropped reports whether C was closed because s fell too far behind.
 func (s *Subscription) Dropped() bool {
 	s.hub.mu.Lock()
@@ -155,6 +177,7 @@ func (h *Hub) removeLocked(s *Subscription) {
 	}
 	s.closed = true
 	close(s.c)
+	close(s.done)
 	if set := h.subs[s.conv]; set != nil {
 		delete(set, s)
 		if len(set) == 0 {
@@ -172,6 +195,17 @@ func (h *Hub) Subscribers() int {
 		n += len(set)
 	}
 	return n
+}
+
+// Stats returns the hub's subscriber count and counters.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.stats
+	for _, set := range h.subs {
+		st.Subscribers += len(set)
+	}
+	return st
 }
 
 // Connected returns a channel closed once the hub listens on a new
@@ -225,6 +259,9 @@ func (h *Hub) listen(ctx context.Context, catchUp bool, ok func()) error {
 		return err
 	}
 	defer func() {
+		h.mu.Lock()
+		h.stats.Listening = false
+		h.mu.Unlock()
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
 		_ = conn.Close(closeCtx)
@@ -245,6 +282,10 @@ func (h *Hub) listen(ctx context.Context, catchUp bool, ok func()) error {
 	if since.After(h.watermark) {
 		h.watermark = since
 	}
+	if h.pid != 0 {
+		h.stats.Reconnects++
+	}
+	h.stats.Listening = true
 	h.pid = conn.PgConn().PID()
 	close(h.connected)
 	h.connected = make(chan struct{})
@@ -320,11 +361,13 @@ func (h *Hub) deliver(e Event) {
 	if e.CreatedAt.After(h.watermark) {
 		h.watermark = e.CreatedAt
 	}
+	h.stats.Notifications++
 	for s := range h.subs[e.ConversationID] {
 		select {
 		case s.c <- e:
 		default:
 			s.dropped = true
+			h.stats.Dropped++
 			h.removeLocked(s)
 			h.logger.Warn("realtime subscriber too slow; dropped", "conversation_id", e.ConversationID)
 		}

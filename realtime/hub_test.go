@@ -33,6 +33,11 @@ func TestSlowSubscriberDropped(t *testing.T) {
 		h.deliver(event(i, "c"))
 		<-fast.C // keeps up
 	}
+	select {
+	case <-slow.Done():
+	default:
+		t.Fatal("Done not closed by the drop")
+	}
 	n := 0
 	for range slow.C {
 		n++
@@ -42,6 +47,9 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	}
 	if fast.Dropped() || h.Subscribers() != 1 {
 		t.Fatalf("fast dropped %v, %d subscribers", fast.Dropped(), h.Subscribers())
+	}
+	if st := h.Stats(); st.Dropped != 1 || st.Notifications != BufferSize+1 || st.Subscribers != 1 {
+		t.Fatalf("stats %+v, want 1 dropped, %d notifications, 1 subscriber", st, BufferSize+1)
 	}
 	slow.Close() // idempotent after a drop
 }

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+	"github.com/jackc/pgx/v5"
+
+	"chatql/auth"
+	"chatql/graph"
+	"chatql/load"
+	"chatql/localpg/pgtest"
+)
+
+// These tests run the built server as its own process: its memory and
+// goroutines are then its own, and a signal shuts it down for real.
+
+// budgetSubscribers is the issue's figure: one process, one listening
+// connection, thousands of subscribers.
+const budgetSubscribers = 2000
+
+// startRealtimeProcess starts chatql on a new database seeded with ds and
+// returns the process, the database URL, its application name and
+// clients (seeded users with a token and a conversation).
+func startRealtimeProcess(t *testing.T, ds load.DataSet, clients int, env ...string) (*process, string, string, []load.Client) {
+	t.Helper()
+	ctx := context.Background()
+	dbURL := pgtest.NewDatabase(t)
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := load.Seed(ctx, conn, ds); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := auth.NewTokens([]byte(testSecret), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := load.Clients(ctx, conn, clients, func(id string) (string, error) {
+		tok, _, err := tokens.Issue(id)
+		return tok, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fmt.Sprintf("chatql-rt-%d", time.Now().UnixNano())
+	env = append([]string{
+		"DATABASE_URL=" + dbURL,
+		"DB_APPLICATION_NAME=" + app,
+		"JWT_SECRET=" + testSecret,
+		"DB_POOL_SIZE=3", "DB_MAX_OVERFLOW=2",
+		"LOG_LEVEL=warn",
+	}, env...)
+	return startProcess(t, buildBinary(t), t.TempDir(), env...), dbURL, app, cs
+}
+
+// TestRealtimeBudget: 2,000 websocket subscribers on one process with the
+// Supabase block (3 + 2). No connection is checked out while they wait,
+// the process never has more than size + overflow + 1 (the listener)
+// backends, every subscriber gets its conversation's message within 1 s,
+// and the server's goroutines come back to their baseline once they hang
+// up. Not parallel: delivery latency is measured, so it runs alone.
+func TestRealtimeBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("2,000 websockets: not in -short")
+	}
+	ds := load.DataSet{Users: 400, Conversations: 200, Messages: 400, HeavyUserConversations: 10, Seed: 2}
+	p, dbURL, app, clients := startRealtimeProcess(t, ds, 300)
+	ctx := context.Background()
+	sampleConn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sampleConn.Close(ctx)
+
+	r, err := load.SubscribeRun{
+		BaseURL:     "http://" + p.addr,
+		Clients:     clients,
+		Subscribers: budgetSubscribers,
+		Sample:      load.BackendSampler(sampleConn, app, app+"-listener"),
+	}.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var report bytes.Buffer
+	load.PrintSubscribe(&report, r)
+	t.Logf("\n%s", report.String())
+
+	if len(r.Errors) > 0 || r.Missing > 0 || r.Unexpected > 0 {
+		t.Errorf("errors %v, missing %d, unexpected %d", r.Errors, r.Missing, r.Unexpected)
+	}
+	if len(r.Latencies) != budgetSubscribers {
+		t.Errorf("%d deliveries, want %d", len(r.Latencies), budgetSubscribers)
+	} else if slowest := r.Latencies[len(r.Latencies)-1]; slowest > time.Second {
+		t.Errorf("slowest delivery %s, want within 1 s", slowest)
+	}
+	if r.CheckedOutIdle != 0 || r.CheckedOutAfter != 0 {
+		t.Errorf("checked out with subscribers waiting: %d, after the deliveries: %d; want 0", r.CheckedOutIdle, r.CheckedOutAfter)
+	}
+	if r.MaxBackends > 3+2+1 {
+		t.Errorf("%d backends, want at most 6 (3 + 2 + the listener)", r.MaxBackends)
+	}
+	if r.GoroutinesAfter > r.GoroutinesBefore {
+		t.Errorf("server goroutines %d after every socket closed, %d before", r.GoroutinesAfter, r.GoroutinesBefore)
+	}
+	if r.GoroutinesOpen < budgetSubscribers {
+		t.Errorf("%d server goroutines with %d sockets open: the figures are not the server's", r.GoroutinesOpen, budgetSubscribers)
+	}
+}
+
+// TestRealtimeShutdownGoingAway: SIGTERM closes a subscriber's socket with
+// 1001 (going away), so that the client reconnects, and the process still
+// exits cleanly.
+func TestRealtimeShutdownGoingAway(t *testing.T) {
+	t.Parallel()
+	ds := load.DataSet{Users: 10, Conversations: 5, Messages: 10, Seed: 3}
+	p, _, _, clients := startRealtimeProcess(t, ds, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	protocols := []string{"graphql-transport-ws", "graphql-ws"}
+	ended := make(chan error, len(protocols))
+	for _, proto := range protocols {
+		conn, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/query", &websocket.DialOptions{Subprotocols: []string{proto}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.CloseNow()
+		init, _ := json.Marshal(map[string]string{"authorization": "Bearer " + clients[0].Token})
+		if err := wsjson.Write(ctx, conn, map[string]any{"type": "connection_init", "payload": json.RawMessage(init)}); err != nil {
+			t.Fatal(err)
+		}
+		start := "subscribe"
+		if proto == "graphql-ws" {
+			start = "start"
+		}
+		payload, _ := json.Marshal(map[string]any{"query": messageAddedSubscription, "variables": map[string]any{"c": clients[0].ConversationID}})
+		if err := wsjson.Write(ctx, conn, map[string]any{"id": "1", "type": start, "payload": json.RawMessage(payload)}); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			// Acks and keep-alives until the server closes the socket.
+			for {
+				var m map[string]any
+				if err := wsjson.Read(ctx, conn, &m); err != nil {
+					ended <- fmt.Errorf("%s: %w", proto, err)
+					return
+				}
+			}
+		}()
+	}
+	waitMetric(t, "http://"+p.addr, "chatql_realtime_subscribers", 2)
+	began := time.Now()
+	p.stop(t, syscall.SIGTERM)
+	for range protocols {
+		err := <-ended
+		var ce websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != graph.CloseGoingAway || ce.Reason != "server shutting down" {
+			t.Errorf("socket ended with %v, want close %d", err, graph.CloseGoingAway)
+		}
+	}
+	if d := time.Since(began); d > 4*time.Second {
+		t.Errorf("shutdown took %s: the close handshake was not answered promptly?", d)
+	}
+}
+
+// waitMetric polls the server's /metrics until name (unlabelled) is want.
+func waitMetric(t *testing.T, base, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := scrapeMetric(base, name)
+		if err == nil && got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v (%v), want %v", name, got, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func scrapeMetric(base, name string) (float64, error) {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		return 0, err
+	}
+	for _, line := range bytes.Split(buf.Bytes(), []byte("\n")) {
+		var v float64
+		if n, _ := fmt.Sscanf(string(line), name+" %g", &v); n == 1 {
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("%s not in /metrics", name)
+}

@@ -1,0 +1,286 @@
+package graph
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	coderws "github.com/coder/websocket"
+)
+
+// Websocket close codes chatql sends besides the protocols' own. Both are
+// RFC 6455 codes that client libraries (graphql-ws among them) treat as
+// "reconnect", which is what the client should do.
+const (
+	// CloseGoingAway ends every socket when the server shuts down: the
+	// client reconnects, to another replica or to this one restarted.
+	CloseGoingAway = 1001
+	// CloseTryAgainLater ends a socket one of whose subscriptions fell too
+	// far behind (a client that stopped reading, or reads slower than
+	// messages arrive); the reason starts with CodeTooSlow. The client
+	// subscribes again and catches up with the messages query.
+	CloseTryAgainLater = 1013
+)
+
+// wsWriteTimeout bounds one websocket write. A client that stops reading
+// fills its socket buffers; after this long the server gives up on it and
+// closes the socket instead of keeping a goroutine blocked forever.
+const wsWriteTimeout = 10 * time.Second
+
+// Sockets tracks the open websockets of a handler, so that a shutting-down
+// server can end them with CloseGoingAway and wait until the close frames
+// have gone out. Its zero value is not usable: see NewSockets.
+type Sockets struct {
+	mu   sync.Mutex
+	open map[*socket]struct{}
+	wg   sync.WaitGroup
+}
+
+// NewSockets returns an empty registry.
+func NewSockets() *Sockets {
+	return &Sockets{open: map[*socket]struct{}{}}
+}
+
+// Open counts the websockets not closed yet.
+func (s *Sockets) Open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.open)
+}
+
+// Shutdown starts the close handshake with CloseGoingAway on every open
+// websocket and waits until all of them are closed, or ctx is done. The
+// HTTP server must have stopped accepting connections first.
+func (s *Sockets) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	open := make([]*socket, 0, len(s.open))
+	for c := range s.open {
+		open = append(open, c)
+	}
+	s.mu.Unlock()
+	for _, c := range open {
+		_ = c.WriteClose(CloseGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// socketImplementation accepts websockets with coder/websocket (the
+// library gqlgen's own adapter uses) into sockets, with a bounded write
+// and a handle the resolvers can close the socket through.
+type socketImplementation struct {
+	sockets *Sockets
+	accept  coderws.AcceptOptions
+}
+
+var _ transport.WebsocketImplementation = socketImplementation{}
+
+func (impl socketImplementation) Accept(w http.ResponseWriter, r *http.Request, o transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
+	for k, vs := range o.ResponseHeader {
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+	opts := impl.accept
+	opts.Subprotocols = slices.Clone(opts.Subprotocols)
+	for _, p := range o.Subprotocols {
+		if !slices.Contains(opts.Subprotocols, p) {
+			opts.Subprotocols = append(opts.Subprotocols, p)
+		}
+	}
+	conn, err := coderws.Accept(w, r, &opts)
+	if err != nil {
+		return nil, err
+	}
+	c := &socket{conn: conn, sockets: impl.sockets}
+	impl.sockets.mu.Lock()
+	impl.sockets.open[c] = struct{}{}
+	impl.sockets.wg.Add(1)
+	impl.sockets.mu.Unlock()
+	if slot, ok := r.Context().Value(socketKey{}).(*socketSlot); ok {
+		slot.set(c)
+	}
+	return c, nil
+}
+
+// socket is one accepted websocket. The transport reads from one goroutine
+// and serializes its writes; WriteClose may come from anywhere (the
+// transport, Sockets.Shutdown, a subscription that fell behind): the first
+// one decides the close code.
+type socket struct {
+	conn    *coderws.Conn
+	sockets *Sockets
+
+	mu           sync.Mutex
+	closing      bool // a close handshake was started
+	finished     bool // removed from sockets
+	readDeadline *time.Timer
+}
+
+var (
+	_ transport.WebsocketReadLimiter   = (*socket)(nil)
+	_ transport.WebsocketReadDeadliner = (*socket)(nil)
+)
+
+func (c *socket) NextReader() (int, io.Reader, error) {
+	typ, data, err := c.conn.Read(context.Background())
+	if err != nil {
+		switch coderws.CloseStatus(err) {
+		case coderws.StatusNormalClosure, coderws.StatusGoingAway, coderws.StatusNoStatusRcvd:
+			return 0, nil, transport.ErrWebsocketClosed
+		}
+		return 0, nil, err
+	}
+	return int(typ), bytes.NewReader(data), nil
+}
+
+func (c *socket) WriteJSON(v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	// On timeout coder/websocket closes the connection: the reader fails
+	// and the transport ends the socket's subscriptions.
+	ctx, cancel := context.WithTimeout(context.Background(), wsWriteTimeout)
+	defer cancel()
+	return c.conn.Write(ctx, coderws.MessageText, data)
+}
+
+// WriteClose starts the close handshake in the background (it waits up to
+// 5 s for the peer's close frame) and returns; later calls do nothing.
+func (c *socket) WriteClose(code int, reason string) error {
+	c.mu.Lock()
+	c.stopReadDeadlineLocked()
+	if c.closing || c.finished {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closing = true
+	c.mu.Unlock()
+	go func() {
+		_ = c.conn.Close(coderws.StatusCode(code), reason)
+		c.finish()
+	}()
+	return nil
+}
+
+// Close drops the connection unless a close handshake is under way, which
+// then owns it.
+func (c *socket) Close() error {
+	c.mu.Lock()
+	c.stopReadDeadlineLocked()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return nil
+	}
+	err := c.conn.CloseNow()
+	c.finish()
+	return err
+}
+
+func (c *socket) finish() {
+	c.mu.Lock()
+	if c.finished {
+		c.mu.Unlock()
+		return
+	}
+	c.finished = true
+	c.mu.Unlock()
+	c.sockets.mu.Lock()
+	delete(c.sockets.open, c)
+	c.sockets.mu.Unlock()
+	c.sockets.wg.Done()
+}
+
+func (c *socket) Subprotocol() string { return c.conn.Subprotocol() }
+
+func (c *socket) SetReadLimit(n int64) { c.conn.SetReadLimit(n) }
+
+// SetReadDeadline drops the connection at t unless cleared (zero t) or
+// moved first: the transport uses it to end a socket that stopped
+// answering pings.
+func (c *socket) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopReadDeadlineLocked()
+	if !t.IsZero() {
+		c.readDeadline = time.AfterFunc(time.Until(t), func() { _ = c.conn.CloseNow() })
+	}
+	return nil
+}
+
+func (c *socket) stopReadDeadlineLocked() {
+	if c.readDeadline != nil {
+		c.readDeadline.Stop()
+		c.readDeadline = nil
+	}
+}
+
+// socketKey carries a *socketSlot in a websocket request's context: the
+// transport's operations inherit that context, so a subscription can close
+// its own socket.
+type socketKey struct{}
+
+type socketSlot struct {
+	mu sync.Mutex
+	c  *socket
+}
+
+func (s *socketSlot) set(c *socket) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.c = c
+}
+
+func (s *socketSlot) get() *socket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.c
+}
+
+// withSocketSlot gives every websocket request a slot for its socket, and
+// closes a socket the transport left open when it returned (it does so
+// after a connection_init payload it cannot decode).
+func withSocketSlot(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		slot := &socketSlot{}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), socketKey{}, slot)))
+		if c := slot.get(); c != nil {
+			// Normally already closing: then this does nothing.
+			_ = c.WriteClose(transport.WebsocketCloseProtocolError, "invalid connection_init payload")
+		}
+	})
+}
+
+// errNoSocket is returned by closeSocket outside a websocket.
+var errNoSocket = errors.New("graph: not a websocket operation")
+
+// closeSocket starts closing the websocket ctx's operation runs on.
+func closeSocket(ctx context.Context, code int, reason string) error {
+	slot, ok := ctx.Value(socketKey{}).(*socketSlot)
+	if !ok || slot.get() == nil {
+		return errNoSocket
+	}
+	return slot.get().WriteClose(code, reason)
+}
