@@ -43,7 +43,9 @@ type realtimeAPI struct {
 	hub *realtime.Hub
 }
 
-func newRealtimeAPI(t *testing.T) *realtimeAPI {
+// newRealtimeAPI starts the server; configure may adjust it before it
+// starts.
+func newRealtimeAPI(t *testing.T, configure ...func(*httptest.Server)) *realtimeAPI {
 	t.Helper()
 	a := newAPI(t)
 	hub, err := realtime.New(realtime.Options{URL: a.dbURL, ApplicationName: a.appName + "-listener"})
@@ -57,13 +59,17 @@ func newRealtimeAPI(t *testing.T) *realtimeAPI {
 		hub.Run(ctx)
 	}()
 	stats := true
-	srv := httptest.NewServer(newHandler(apiConfig{
+	srv := httptest.NewUnstartedServer(newHandler(apiConfig{
 		pool:   a.pool,
 		tokens: a.tokens,
 		logger: slog.New(slog.DiscardHandler),
 		cfg:    config.Config{AutoProvision: true, Introspection: true, DBStats: &stats},
 		hub:    hub,
 	}))
+	for _, f := range configure {
+		f(srv)
+	}
+	srv.Start()
 	// newAPI's cleanup closes a.srv (the one with the hub, from now on)
 	// and then the pool, after this one has stopped the hub.
 	a.srv.Close()
@@ -450,15 +456,12 @@ func TestRealtimeCrossReplica(t *testing.T) {
 	}
 }
 
-// TestRealtimeSSE: the same subscription over server-sent events.
-func TestRealtimeSSE(t *testing.T) {
-	t.Parallel()
-	a := newRealtimeAPI(t)
-	ann, token := a.user("Ann")
-	conv := a.conversation("", []string{ann})
+// openSSE subscribes to conv's messages over server-sent events.
+func openSSE(t *testing.T, a *realtimeAPI, token, conv string) *bufio.Scanner {
+	t.Helper()
 	body, _ := json.Marshal(map[string]any{"query": messageAddedSubscription, "variables": map[string]any{"c": conv}})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.srv.URL+"/query", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "text/event-stream")
@@ -467,29 +470,64 @@ func TestRealtimeSSE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	t.Cleanup(func() { resp.Body.Close() })
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		t.Fatalf("content type %q", ct)
 	}
-	a.waitSubscribers(1)
-	id := a.send(token, conv, "over SSE")
-	sc := bufio.NewScanner(resp.Body)
+	return bufio.NewScanner(resp.Body)
+}
+
+// nextSSE returns the next messageAdded event of an SSE stream.
+func nextSSE(t *testing.T, sc *bufio.Scanner) addedEvent {
+	t.Helper()
 	for sc.Scan() {
-		line := sc.Text()
-		if data, ok := strings.CutPrefix(line, "data: "); ok {
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
 			var ev struct {
-				Data struct{ MessageAdded struct{ ID, Body string } }
+				Data   struct{ MessageAdded addedEvent }
+				Errors []json.RawMessage
 			}
-			if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			if err := json.Unmarshal([]byte(data), &ev); err != nil || len(ev.Errors) > 0 {
 				t.Fatalf("event %q: %v", data, err)
 			}
-			if ev.Data.MessageAdded.ID != id || ev.Data.MessageAdded.Body != "over SSE" {
-				t.Fatalf("event %s, want message %s", data, id)
-			}
-			return
+			return ev.Data.MessageAdded
 		}
 	}
 	t.Fatalf("stream ended without an event: %v", sc.Err())
+	return addedEvent{}
+}
+
+// TestRealtimeSSE: the same subscription over server-sent events.
+func TestRealtimeSSE(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	ann, token := a.user("Ann")
+	conv := a.conversation("", []string{ann})
+	sc := openSSE(t, a, token, conv)
+	a.waitSubscribers(1)
+	id := a.send(token, conv, "over SSE")
+	if ev := nextSSE(t, sc); ev.ID != id || ev.Body != "over SSE" {
+		t.Fatalf("event %+v, want message %s", ev, id)
+	}
+}
+
+// TestRealtimeSSEOutlivesServerTimeouts: an SSE stream is one long
+// response, but the server's WriteTimeout and ReadTimeout (which bound
+// ordinary requests) must not cut it: each write gets a deadline of its own.
+func TestRealtimeSSEOutlivesServerTimeouts(t *testing.T) {
+	t.Parallel()
+	const writeTimeout = 500 * time.Millisecond
+	a := newRealtimeAPI(t, func(s *httptest.Server) { s.Config.WriteTimeout, s.Config.ReadTimeout = writeTimeout, writeTimeout })
+	ann, token := a.user("Ann")
+	conv := a.conversation("", []string{ann})
+	sc := openSSE(t, a, token, conv)
+	a.waitSubscribers(1)
+	for i := range 3 {
+		time.Sleep(writeTimeout) // the point of the test: time passing
+		id := a.send(token, conv, fmt.Sprintf("late %d", i))
+		if ev := nextSSE(t, sc); ev.ID != id {
+			t.Fatalf("event %d: %+v, want message %s", i, ev, id)
+		}
+	}
 }
 
 // dialSmallBuffer opens a graphql-transport-ws socket whose receive buffer

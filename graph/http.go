@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 )
 
 // MaxRequestBytes bounds a request body; larger ones get 413.
@@ -42,7 +43,11 @@ func setUnavailable(ctx context.Context, retryAfter string) {
 // finish.
 type statusWriter struct {
 	http.ResponseWriter
-	status      *httpStatus
+	status *httpStatus
+	// stream is set for server-sent events: one response that lasts as
+	// long as the subscription, so each write gets its own deadline
+	// instead of the server's WriteTimeout, which would cut it off.
+	stream      bool
 	wroteHeader bool
 	code        int
 	held        *bytes.Buffer // the body of a 4xx response, until finish
@@ -77,12 +82,22 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.held != nil {
 		return w.held.Write(b)
 	}
+	w.extendDeadline()
 	return w.ResponseWriter.Write(b)
+}
+
+// extendDeadline gives a stream's next write wsWriteTimeout: a client that
+// stops reading is cut off after that long, one that reads is never.
+func (w *statusWriter) extendDeadline() {
+	if w.stream {
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+	}
 }
 
 // finish writes a held error response with a code on every error.
 func (w *statusWriter) finish() {
 	if w.held == nil {
+		w.extendDeadline() // for the end of a stream, written after this
 		return
 	}
 	var body struct {
@@ -119,6 +134,7 @@ func (w *statusWriter) Flush() {
 		return
 	}
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		w.extendDeadline()
 		f.Flush()
 	}
 }
@@ -152,7 +168,8 @@ func (b limitedBody) Close() error { return b.body.Close() }
 func withHTTPStatus(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		status := &httpStatus{}
-		sw := &statusWriter{ResponseWriter: w, status: status}
+		sw := &statusWriter{ResponseWriter: w, status: status,
+			stream: strings.Contains(r.Header.Get("Accept"), "text/event-stream")}
 		defer sw.finish()
 		if r.ContentLength > MaxRequestBytes {
 			sw.WriteHeader(http.StatusRequestEntityTooLarge)

@@ -29,9 +29,10 @@ const (
 	CloseTryAgainLater = 1013
 )
 
-// wsWriteTimeout bounds one websocket write. A client that stops reading
-// fills its socket buffers; after this long the server gives up on it and
-// closes the socket instead of keeping a goroutine blocked forever.
+// wsWriteTimeout bounds one write to a subscriber, websocket or SSE. A
+// client that stops reading fills its socket buffers; after this long the
+// server gives up on it and closes the connection instead of keeping a
+// goroutine blocked forever.
 const wsWriteTimeout = 10 * time.Second
 
 // Sockets tracks the open websockets of a handler, so that a shutting-down
