@@ -28,13 +28,21 @@ import (
 // connection, thousands of subscribers.
 const budgetSubscribers = 2000
 
-// startRealtimeProcess starts chatql on a new database seeded with ds and
-// returns the process, the database URL, its application name and
+// startRealtimeProcess seeds a new database with ds, starts chatql on it
+// and returns the process, the database URL, its application name and
 // clients (seeded users with a token and a conversation).
 func startRealtimeProcess(t *testing.T, ds load.DataSet, clients int, env ...string) (*process, string, string, []load.Client) {
 	t.Helper()
-	ctx := context.Background()
 	dbURL := pgtest.NewDatabase(t)
+	cs := seedClients(t, dbURL, ds, clients)
+	p, app := startChatql(t, dbURL, env...)
+	return p, dbURL, app, cs
+}
+
+// seedClients seeds dbURL with ds and returns n clients.
+func seedClients(t *testing.T, dbURL string, ds load.DataSet, n int) []load.Client {
+	t.Helper()
+	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
@@ -47,13 +55,21 @@ func startRealtimeProcess(t *testing.T, ds load.DataSet, clients int, env ...str
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := load.Clients(ctx, conn, clients, func(id string) (string, error) {
+	cs, err := load.Clients(ctx, conn, n, func(id string) (string, error) {
 		tok, _, err := tokens.Issue(id)
 		return tok, err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cs
+}
+
+// startChatql runs the built server on dbURL with the Supabase block;
+// env is added (a DATABASE_URL there wins). It returns the process and its
+// application name.
+func startChatql(t *testing.T, dbURL string, env ...string) (*process, string) {
+	t.Helper()
 	app := fmt.Sprintf("chatql-rt-%d", time.Now().UnixNano())
 	env = append([]string{
 		"DATABASE_URL=" + dbURL,
@@ -62,7 +78,7 @@ func startRealtimeProcess(t *testing.T, ds load.DataSet, clients int, env ...str
 		"DB_POOL_SIZE=3", "DB_MAX_OVERFLOW=2",
 		"LOG_LEVEL=warn",
 	}, env...)
-	return startProcess(t, buildBinary(t), t.TempDir(), env...), dbURL, app, cs
+	return startProcess(t, buildBinary(t), t.TempDir(), env...), app
 }
 
 // TestRealtimeBudget: 2,000 websocket subscribers on one process with the
@@ -207,4 +223,42 @@ func scrapeMetric(base, name string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s not in /metrics", name)
+}
+
+// TestRealtimeBehindTransactionPooler: with DATABASE_URL on a
+// transaction-mode pooler (where LISTEN cannot work: the session it would
+// listen on is handed to other clients after each transaction),
+// DATABASE_DIRECT_URL takes the listener past it, and subscribers get
+// their messages.
+func TestRealtimeBehindTransactionPooler(t *testing.T) {
+	t.Parallel()
+	b := startPooler(t, "transaction", 50, 2)
+	direct := pgtest.NewDatabase(t)
+	ds := load.DataSet{Users: 20, Conversations: 10, Messages: 20, Seed: 4}
+	clients := seedClients(t, direct, ds, 10)
+	p, _ := startChatql(t, direct,
+		"DATABASE_URL="+throughBouncer(b)(direct), "DB_QUERY_EXEC_MODE=exec", "DATABASE_DIRECT_URL="+direct)
+
+	ctx := context.Background()
+	r, err := load.SubscribeRun{BaseURL: "http://" + p.addr, Clients: clients, Subscribers: 20}.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Errors) > 0 || r.Missing > 0 || r.Unexpected > 0 || len(r.Latencies) != 20 {
+		var report bytes.Buffer
+		load.PrintSubscribe(&report, r)
+		t.Fatalf("through the pooler:\n%s%v", report.String(), r.Errors)
+	}
+
+	// The control: without DATABASE_DIRECT_URL the listener's LISTEN goes
+	// through the pooler too, and its notifications go nowhere.
+	p.stop(t, syscall.SIGTERM)
+	p, _ = startChatql(t, direct, "DATABASE_URL="+throughBouncer(b)(direct), "DB_QUERY_EXEC_MODE=exec")
+	r, err = load.SubscribeRun{BaseURL: "http://" + p.addr, Clients: clients, Subscribers: 5, Wait: 2 * time.Second}.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Latencies) != 0 {
+		t.Fatalf("%d of 5 subscribers got their message with LISTEN through a transaction pooler: the test proves nothing", len(r.Latencies))
+	}
 }

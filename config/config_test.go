@@ -131,3 +131,21 @@ func TestQueryExecMode(t *testing.T) {
 		t.Errorf("bad mode accepted: %v", err)
 	}
 }
+
+// TestDatabaseDirectURL: the listener's URL is kept as given; a malformed
+// one is reported like DATABASE_URL, password hidden.
+func TestDatabaseDirectURL(t *testing.T) {
+	direct := "postgresql://postgres:pw@db.ref.supabase.co:5432/postgres"
+	c, err := Load(env(map[string]string{
+		"DATABASE_URL":        "postgresql://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:6543/postgres",
+		"DATABASE_DIRECT_URL": " " + direct + " ",
+		"JWT_SECRET":          testSecret,
+	}))
+	if err != nil || c.DatabaseDirectURL != direct {
+		t.Fatalf("direct URL %q, %v; want %q", c.DatabaseDirectURL, err, direct)
+	}
+	_, err = Load(env(map[string]string{"DATABASE_DIRECT_URL": "postgres://u:hunter2@host:notaport/db"}))
+	if err == nil || !strings.Contains(err.Error(), "DATABASE_DIRECT_URL=") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("malformed direct URL: %v", err)
+	}
+}
