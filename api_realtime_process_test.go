@@ -253,7 +253,7 @@ func TestRealtimeBehindTransactionPooler(t *testing.T) {
 	// The control: without DATABASE_DIRECT_URL the listener's LISTEN goes
 	// through the pooler too, and its notifications go nowhere.
 	p.stop(t, syscall.SIGTERM)
-	p, _ = startChatql(t, direct, "DATABASE_URL="+throughBouncer(b)(direct), "DB_QUERY_EXEC_MODE=exec")
+	p, _ = startChatql(t, direct, "DATABASE_URL="+throughBouncer(b)(direct), "DB_QUERY_EXEC_MODE=exec", "DB_MIGRATE=false")
 	r, err = load.SubscribeRun{BaseURL: "http://" + p.addr, Clients: clients, Subscribers: 5, Wait: 2 * time.Second}.Run(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -711,3 +711,40 @@ func TestRealtimeLegacyProtocol(t *testing.T) {
 		t.Fatalf("bad connection_init: %v (%+v), want close %d", err, m, websocket.StatusProtocolError)
 	}
 }
+
+// TestRealtimeFanOutOneLoad: a message to a conversation with many
+// subscribers here is loaded once for all of them: one borrow for the send
+// and one for the announcement, not one per subscriber.
+func TestRealtimeFanOutOneLoad(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	alice, aliceToken := a.user("Alice")
+	bob, bobToken := a.user("Bob")
+	conv := a.conversation("ab", []string{alice, bob})
+	const subscribers = 20
+	const query = `subscription Added($c: ID!) { messageAdded(conversationId: $c) { id body author { id displayName } } }`
+	clients := make([]*wsClient, subscribers)
+	for i := range clients {
+		token := aliceToken
+		if i%2 == 1 {
+			token = bobToken
+		}
+		clients[i] = connectAs(t, a, token)
+		payload, _ := json.Marshal(map[string]any{"query": query, "variables": map[string]any{"c": conv}})
+		clients[i].send(wsMessage{ID: "1", Type: "subscribe", Payload: payload})
+	}
+	a.waitSubscribers(subscribers)
+	a.waitReleased()
+
+	before := a.pool.Stats().AcquireCount
+	id := a.send(aliceToken, conv, "to everyone")
+	for i, c := range clients {
+		m := c.next(time.Now().Add(10 * time.Second))
+		if m.Type != "next" || !strings.Contains(string(m.Payload), id) {
+			t.Fatalf("subscriber %d got %s %s, want message %s", i, m.Type, m.Payload, id)
+		}
+	}
+	if n := a.pool.Stats().AcquireCount - before; n != 2 {
+		t.Fatalf("%d borrows for one message to %d subscribers, want 2 (the send, the announcement)", n, subscribers)
+	}
+}

@@ -133,6 +133,16 @@ type database struct {
 	devMode bool
 }
 
+// migrationURL is where migrations run: DATABASE_DIRECT_URL when set, since
+// they hold a session-level advisory lock, which a transaction-mode pooler
+// would hand to other clients between statements.
+func (d *database) migrationURL(cfg config.Config) string {
+	if cfg.DatabaseDirectURL != "" {
+		return cfg.DatabaseDirectURL
+	}
+	return d.url
+}
+
 func (d *database) close(logger *slog.Logger) {
 	if d.local == nil {
 		return
@@ -175,7 +185,7 @@ func migrate(ctx context.Context, cfg config.Config, logger *slog.Logger) error 
 		return err
 	}
 	defer db.close(logger)
-	version, err := migrations.Up(ctx, db.url, logger)
+	version, err := migrations.Up(ctx, db.migrationURL(cfg), logger)
 	if err != nil {
 		return err
 	}
@@ -191,7 +201,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	defer db.close(logger)
 
 	if cfg.Migrate {
-		version, err := migrations.Up(ctx, db.url, logger)
+		version, err := migrations.Up(ctx, db.migrationURL(cfg), logger)
 		if err != nil {
 			return err
 		}

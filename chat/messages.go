@@ -183,20 +183,27 @@ func announce(ctx context.Context, db dbpool.DB, msg Message) error {
 	return nil
 }
 
-// MessageByID loads a message of a conversation the viewer takes part in;
-// any other is ErrNotFound, whether or not it exists.
-func MessageByID(ctx context.Context, db dbpool.DB, viewer, id string) (Message, error) {
+// AnnouncedMessage loads a newly announced message with the ids of its
+// conversation's participants, for any viewer: one statement serves every
+// subscriber of the conversation, each checked against the participants.
+func AnnouncedMessage(ctx context.Context, db dbpool.DB, id string) (Message, []string, error) {
+	var participants []string
 	msg, err := dbpool.CollectOne(ctx, db, `
-		SELECT `+messageColumns+`
+		SELECT `+messageColumns+`,
+			ARRAY(SELECT p.user_id::text FROM conversation_participants p WHERE p.conversation_id = m.conversation_id)
 		FROM messages m
-		JOIN conversation_participants v ON v.conversation_id = m.conversation_id AND v.user_id = $2
 		JOIN users u ON u.id = m.author_id
-		WHERE m.id = $1`, []any{id, viewer}, scanMessage)
+		WHERE m.id = $1`, []any{id}, func(row pgx.CollectableRow) (Message, error) {
+		var m Message
+		err := row.Scan(&m.ID, &m.ConversationID, &m.Body, &m.CreatedAt,
+			&m.Author.ID, &m.Author.Email, &m.Author.DisplayName, &m.Author.CreatedAt, &participants)
+		return m, err
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Message{}, fmt.Errorf("message %s: %w", id, ErrNotFound)
+		return Message{}, nil, fmt.Errorf("message %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
-		return Message{}, fmt.Errorf("load message: %w", err)
+		return Message{}, nil, fmt.Errorf("load message: %w", err)
 	}
-	return msg, nil
+	return msg, participants, nil
 }

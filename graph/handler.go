@@ -60,7 +60,7 @@ func NewHandler(opts Options) http.Handler {
 		opts:       opts,
 		retryAfter: strconv.Itoa(max(1, int(opts.Pool.Config().Timeout.Seconds()/2))),
 	}
-	cfg := Config{Resolvers: &Resolver{opts: opts}}
+	cfg := Config{Resolvers: &Resolver{opts: opts, messages: newAnnouncements(opts.Pool)}}
 	setComplexity(&cfg.Complexity)
 
 	srv := handler.New(NewExecutableSchema(cfg))

@@ -3,9 +3,13 @@ package graph
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"sync"
 
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+	"golang.org/x/sync/singleflight"
 
 	"chatql/chat"
 	"chatql/dbpool"
@@ -18,12 +22,92 @@ const CodeTooSlow = "SUBSCRIPTION_TOO_SLOW"
 // errNoRealtime is what messageAdded answers on a server without a hub.
 var errNoRealtime = errors.New("graph: realtime updates are not enabled")
 
+// announcements loads each announced message once for all the subscribers
+// of its conversation in this process: a message to a conversation with a
+// thousand subscribers here costs one statement on one briefly borrowed
+// connection, not a thousand borrows queueing for the pool at once. The
+// first subscriber to ask loads it; the others wait for that load, or find
+// it among the recent ones (messages never change once sent).
+type announcements struct {
+	pool   *dbpool.Pool
+	flight singleflight.Group
+
+	mu     sync.Mutex
+	recent map[string]announced
+	order  []string // recent's keys, oldest first
+}
+
+// recentAnnouncements is how many loaded messages are kept for subscribers
+// that come to them late (their previous event still being written).
+const recentAnnouncements = 256
+
+type announced struct {
+	msg          chat.Message
+	participants []string
+}
+
+func newAnnouncements(pool *dbpool.Pool) *announcements {
+	return &announcements{pool: pool, recent: map[string]announced{}}
+}
+
+// load returns message id as viewer sees it: chat.ErrNotFound unless the
+// viewer takes part in its conversation.
+func (a *announcements) load(ctx context.Context, id, viewer string) (chat.Message, error) {
+	a.mu.Lock()
+	got, ok := a.recent[id]
+	a.mu.Unlock()
+	if !ok {
+		// Shared by every subscriber waiting for it: one that leaves must
+		// not fail the load for the rest.
+		ch := a.flight.DoChan(id, func() (any, error) {
+			var an announced
+			lctx := context.WithoutCancel(ctx)
+			err := a.pool.WithConn(lctx, func(db dbpool.DB) error {
+				var err error
+				an.msg, an.participants, err = chat.AnnouncedMessage(lctx, db, id)
+				return err
+			})
+			if err == nil {
+				a.remember(id, an)
+			}
+			return an, err
+		})
+		select {
+		case r := <-ch:
+			if r.Err != nil {
+				return chat.Message{}, r.Err
+			}
+			got = r.Val.(announced)
+		case <-ctx.Done():
+			return chat.Message{}, ctx.Err()
+		}
+	}
+	if !slices.Contains(got.participants, viewer) {
+		return chat.Message{}, fmt.Errorf("message %s: %w", id, chat.ErrNotFound)
+	}
+	return got.msg, nil
+}
+
+func (a *announcements) remember(id string, an announced) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.recent[id]; ok {
+		return
+	}
+	a.recent[id] = an
+	a.order = append(a.order, id)
+	if len(a.order) > recentAnnouncements {
+		delete(a.recent, a.order[0])
+		a.order = a.order[1:]
+	}
+}
+
 // streamMessages sends the messages sub announces on the returned channel,
-// each loaded as viewer with a scope of its own that is released before the
-// message is handed over: no connection is held between events. It ends
+// each loaded through announcements, whose connection is given back before
+// the message is handed over: no connection is held between events. It ends
 // (closing the channel) when ctx is done or sub closes; an ending the client
 // should know about is added as a subscription error.
-func streamMessages(ctx context.Context, pool *dbpool.Pool, sub *realtime.Subscription, viewer string) <-chan *chat.Message {
+func streamMessages(ctx context.Context, messages *announcements, sub *realtime.Subscription, viewer string) <-chan *chat.Message {
 	out := make(chan *chat.Message)
 	go func() {
 		defer close(out)
@@ -47,12 +131,7 @@ func streamMessages(ctx context.Context, pool *dbpool.Pool, sub *realtime.Subscr
 				}
 				ev = e
 			}
-			var msg chat.Message
-			err := pool.WithConn(ctx, func(db dbpool.DB) error {
-				var err error
-				msg, err = chat.MessageByID(ctx, db, viewer, ev.ID)
-				return err
-			})
+			msg, err := messages.load(ctx, ev.ID, viewer)
 			if err != nil {
 				if ctx.Err() != nil {
 					return

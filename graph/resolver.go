@@ -56,4 +56,7 @@ type Options struct {
 // request-scoped lives here: per-operation state travels in the context.
 type Resolver struct {
 	opts Options
+	// messages loads announced messages for messageAdded subscribers:
+	// shared by them all, and holding no connection.
+	messages *announcements
 }

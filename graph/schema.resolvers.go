@@ -248,7 +248,7 @@ func (r *subscriptionResolver) MessageAdded(ctx context.Context, conversationID 
 	// The checks above borrowed a connection on the operation's scope:
 	// give it back now, not at the first event, which may be hours away.
 	operationFrom(ctx).scope.Yield()
-	return streamMessages(ctx, r.opts.Pool, r.opts.Hub.Subscribe(convID), viewer.ID), nil
+	return streamMessages(ctx, r.messages, r.opts.Hub.Subscribe(convID), viewer.ID), nil
 }
 
 func (r *userResolver) Email(ctx context.Context, obj *chat.User) (*string, error) {

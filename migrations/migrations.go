@@ -55,6 +55,9 @@ func open(databaseURL string, logger *slog.Logger) (*goose.Provider, *sql.DB, er
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "chatql-migrate"
 	}
+	// No named prepared statements: a pooler may hand this client a server
+	// connection that already has one of the same name (42P05).
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(1)
 

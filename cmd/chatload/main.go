@@ -9,7 +9,9 @@
 // It prints one table: requests/s, latency percentiles, errors by HTTP status
 // and extensions.code, the most server connections seen in pg_stat_activity
 // (sampled every 50 ms), the server's pool before and after, and the ratio of
-// chatql's throughput to the ceiling's from the same invocation.
+// chatql's throughput to the ceiling's from the same invocation. Then it
+// holds --subscribers websockets open on messageAdded and reports delivery
+// latency and the server's memory and goroutines.
 package main
 
 import (
@@ -61,6 +63,7 @@ type options struct {
 	writeRatio  float64
 	ceiling     bool
 	jwtSecret   string
+	subscribers int
 }
 
 func (o *options) register(fs *flag.FlagSet) {
@@ -78,6 +81,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.duration, "d", 20*time.Second, "duration of each run")
 	fs.Float64Var(&o.writeRatio, "write-ratio", 0, "fraction of requests that are sendMessage instead of Inbox")
 	fs.BoolVar(&o.ceiling, "ceiling", true, "also run the raw-SQL ceiling at each concurrency")
+	fs.IntVar(&o.subscribers, "subscribers", 2000, "then hold this many messageAdded websockets open and measure delivery (0: skip)")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", os.Getenv("JWT_SECRET"), "the server's JWT_SECRET, to sign clients in (default $JWT_SECRET)")
 	o.concurrency = []int{16, 64, 256}
 }
@@ -197,6 +201,18 @@ func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.
 	}
 	fmt.Fprintln(out)
 	load.PrintTable(out, results)
+	if o.subscribers > 0 {
+		r, err := load.SubscribeRun{
+			BaseURL: baseURL, Clients: clients, Subscribers: o.subscribers,
+			MetricsToken: os.Getenv("METRICS_TOKEN"),
+			Sample:       load.BackendSampler(sampleConn, app, app+"-listener"),
+		}.Run(ctx)
+		if err != nil {
+			return fmt.Errorf("subscribers: %w", err)
+		}
+		fmt.Fprintf(out, "\nrealtime: %d messageAdded subscribers (graphql-transport-ws), one message to each subscribed conversation\n", o.subscribers)
+		load.PrintSubscribe(out, r)
+	}
 	return nil
 }
 
