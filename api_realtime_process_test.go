@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -136,8 +137,8 @@ func TestRealtimeBudget(t *testing.T) {
 }
 
 // TestRealtimeShutdownGoingAway: SIGTERM closes a subscriber's socket with
-// 1001 (going away), so that the client reconnects, and the process still
-// exits cleanly.
+// 1001 (going away), so that the client reconnects, completes SSE
+// subscriptions, and the process exits cleanly and promptly.
 func TestRealtimeShutdownGoingAway(t *testing.T) {
 	t.Parallel()
 	ds := load.DataSet{Users: 10, Conversations: 5, Messages: 10, Seed: 3}
@@ -175,7 +176,33 @@ func TestRealtimeShutdownGoingAway(t *testing.T) {
 			}
 		}()
 	}
-	waitMetric(t, "http://"+p.addr, "chatql_realtime_subscribers", 2)
+	// And two SSE streams: messageAdded, and poolStatus (which the hub
+	// stopping would not end).
+	completed := make(chan error, 2)
+	for _, q := range []string{messageAddedSubscription, `subscription { poolStatus(intervalMs: 100) { status } }`} {
+		body, _ := json.Marshal(map[string]any{"query": q, "variables": map[string]any{"c": clients[0].ConversationID}})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.addr+"/query", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+clients[0].Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		go func() {
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if sc.Text() == "event: complete" {
+					completed <- nil
+					return
+				}
+			}
+			completed <- fmt.Errorf("SSE stream ended without completing: %v", sc.Err())
+		}()
+	}
+	waitMetric(t, "http://"+p.addr, "chatql_realtime_subscribers", 3)
+	waitMetric(t, "http://"+p.addr, "chatql_sse_streams_open", 2)
 	began := time.Now()
 	p.stop(t, syscall.SIGTERM)
 	for range protocols {
@@ -183,6 +210,11 @@ func TestRealtimeShutdownGoingAway(t *testing.T) {
 		var ce websocket.CloseError
 		if !errors.As(err, &ce) || ce.Code != graph.CloseGoingAway || ce.Reason != "server shutting down" {
 			t.Errorf("socket ended with %v, want close %d", err, graph.CloseGoingAway)
+		}
+	}
+	for range 2 {
+		if err := <-completed; err != nil {
+			t.Error(err)
 		}
 	}
 	if d := time.Since(began); d > 4*time.Second {

@@ -41,6 +41,8 @@ const sendMessageMutation = `mutation Send($c: ID!, $b: String!) {
 type realtimeAPI struct {
 	*testAPI
 	hub *realtime.Hub
+	// stopHub stops the hub (and waits for it), as a shutdown does.
+	stopHub func()
 }
 
 // newRealtimeAPI starts the server; configure may adjust it before it
@@ -74,12 +76,15 @@ func newRealtimeAPI(t *testing.T, configure ...func(*httptest.Server)) *realtime
 	// and then the pool, after this one has stopped the hub.
 	a.srv.Close()
 	a.srv = srv
-	t.Cleanup(func() {
-		srv.Close()
+	stop := func() {
 		cancel()
 		<-done
+	}
+	t.Cleanup(func() {
+		srv.Close()
+		stop()
 	})
-	r := &realtimeAPI{testAPI: a, hub: hub}
+	r := &realtimeAPI{testAPI: a, hub: hub, stopHub: stop}
 	r.waitListening(0)
 	return r
 }
@@ -747,4 +752,23 @@ func TestRealtimeFanOutOneLoad(t *testing.T) {
 	if n := a.pool.Stats().AcquireCount - before; n != 2 {
 		t.Fatalf("%d borrows for one message to %d subscribers, want 2 (the send, the announcement)", n, subscribers)
 	}
+}
+
+// TestRealtimeSSEHubStops: when the hub stops under an SSE stream (the
+// server shutting down), the stream completes; the websocket transport's
+// subscription errors do not exist on SSE and must not be reached for.
+func TestRealtimeSSEHubStops(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	ann, token := a.user("Ann")
+	conv := a.conversation("", []string{ann})
+	sc := openSSE(t, a, token, conv)
+	a.waitSubscribers(1)
+	a.stopHub()
+	for sc.Scan() {
+		if sc.Text() == "event: complete" {
+			return
+		}
+	}
+	t.Fatalf("stream ended without completing: %v", sc.Err())
 }

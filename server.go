@@ -246,8 +246,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		<-hubDone
 	}()
 
-	sockets := graph.NewSockets()
-	api := apiConfig{pool: pool, logger: logger, cfg: cfg, devMode: db.devMode, metrics: m, hub: hub, sockets: sockets}
+	streams := graph.NewStreams()
+	api := apiConfig{pool: pool, logger: logger, cfg: cfg, devMode: db.devMode, metrics: m, hub: hub, streams: streams}
 	if api.tokens, err = newTokens(cfg, db.devMode); err != nil {
 		return err
 	}
@@ -299,21 +299,29 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
+	// Shutdown stops accepting at once and waits for requests in flight,
+	// which is not what subscriptions need: meanwhile websockets are told
+	// to go away (Shutdown neither waits for nor ends hijacked
+	// connections) and SSE streams are completed (Shutdown would wait its
+	// whole timeout for them).
+	drained := make(chan error, 1)
+	go func() { drained <- srv.Shutdown(shutdownCtx) }()
+	if ws, sse := streams.Websockets(), streams.SSE(); ws+sse > 0 {
+		logger.Info("ending subscriptions", "websockets", ws, "sse_streams", sse)
+	}
+	if err := streams.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("subscriptions still open at shutdown timeout; dropping them",
+			"websockets", streams.Websockets(), "sse_streams", streams.SSE())
+	}
+	stopHub()
+	<-hubDone
+	if err := <-drained; err != nil {
 		// In-flight requests outlived the timeout: cut them off so that
 		// their connections come back and the pool can close.
 		logger.Warn("requests still in flight at shutdown timeout; closing them", "err", err)
 		srv.Close()
 	}
-	if n := sockets.Open(); n > 0 {
-		logger.Info("closing websockets", "open", n)
-		if err := sockets.Shutdown(shutdownCtx); err != nil {
-			logger.Warn("websockets still open at shutdown timeout; dropping them", "open", sockets.Open())
-		}
-	}
 	endWebsockets()
-	stopHub()
-	<-hubDone
 	logger.Info("http server stopped")
 	return nil
 }
@@ -348,8 +356,8 @@ type apiConfig struct {
 	metrics *metrics.Metrics
 	// hub feeds messageAdded subscriptions; nil refuses them.
 	hub *realtime.Hub
-	// sockets, when set, registers the websockets for shutdown.
-	sockets *graph.Sockets
+	// streams, when set, registers websockets and SSE streams for shutdown.
+	streams *graph.Streams
 	// fieldMiddleware wraps every resolver; only tests set it.
 	fieldMiddleware graphql.FieldMiddleware
 }
@@ -369,10 +377,10 @@ func newHandler(api apiConfig) http.Handler {
 	if api.hub != nil {
 		m.WatchHub(api.hub)
 	}
-	if api.sockets == nil {
-		api.sockets = graph.NewSockets()
+	if api.streams == nil {
+		api.streams = graph.NewStreams()
 	}
-	m.WatchWebsockets(api.sockets.Open)
+	m.WatchStreams(api.streams.Websockets, api.streams.SSE)
 	guard := func(h http.Handler) http.Handler { return metrics.RequireToken(api.cfg.MetricsToken, h) }
 	health.Register(mux, api.pool, api.logger, guard)
 	mux.Handle("GET /metrics", guard(m.Handler()))
@@ -387,7 +395,7 @@ func newHandler(api apiConfig) http.Handler {
 		DBStats:         dbStats,
 		FieldMiddleware: api.fieldMiddleware,
 		AllowedOrigins:  api.cfg.CORSOrigins,
-		Sockets:         api.sockets,
+		Streams:         api.streams,
 	}))
 	mux.Handle("GET /{$}", playgroundHandler(api.demoHeader))
 	return mux

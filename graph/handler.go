@@ -53,8 +53,8 @@ func NewHandler(opts Options) http.Handler {
 	if opts.ComplexityLimit == 0 {
 		opts.ComplexityLimit = DefaultComplexityLimit
 	}
-	if opts.Sockets == nil {
-		opts.Sockets = NewSockets()
+	if opts.Streams == nil {
+		opts.Streams = NewStreams()
 	}
 	state := &handlerState{
 		opts:       opts,
@@ -72,7 +72,7 @@ func NewHandler(opts Options) http.Handler {
 		InitTimeout:           wsInitTimeout,
 		InitFunc:              wsInit(opts),
 		Implementation: socketImplementation{
-			sockets: opts.Sockets,
+			sockets: opts.Streams,
 			// The same policy withCORS applies first (coder/websocket's
 			// matching: same host, or a pattern matching scheme://host).
 			accept: coderws.AcceptOptions{OriginPatterns: opts.AllowedOrigins},
@@ -100,7 +100,7 @@ func NewHandler(opts Options) http.Handler {
 	if opts.FieldMiddleware != nil {
 		srv.AroundFields(opts.FieldMiddleware)
 	}
-	return withCORS(newOriginPolicy(opts.AllowedOrigins), withHTTPStatus(withSocketSlot(srv)))
+	return withCORS(newOriginPolicy(opts.AllowedOrigins), withHTTPStatus(withSSE(opts.Streams, withSocketSlot(srv))))
 }
 
 // CloseForbidden is the websocket close code for a connection_init whose

@@ -169,7 +169,7 @@ func withHTTPStatus(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		status := &httpStatus{}
 		sw := &statusWriter{ResponseWriter: w, status: status,
-			stream: strings.Contains(r.Header.Get("Accept"), "text/event-stream")}
+			stream: isSSE(r)}
 		defer sw.finish()
 		if r.ContentLength > MaxRequestBytes {
 			sw.WriteHeader(http.StatusRequestEntityTooLarge)

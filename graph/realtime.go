@@ -113,7 +113,7 @@ func streamMessages(ctx context.Context, messages *announcements, sub *realtime.
 		defer close(out)
 		defer sub.Close()
 		for {
-			var ev realtime.Event
+			var ev *realtime.Event
 			select {
 			case <-ctx.Done():
 				return
@@ -122,7 +122,7 @@ func streamMessages(ctx context.Context, messages *announcements, sub *realtime.
 					if sub.Dropped() {
 						tooSlow(ctx)
 					} else if ctx.Err() == nil {
-						transport.AddSubscriptionError(ctx, &gqlerror.Error{
+						endWithError(ctx, &gqlerror.Error{
 							Message:    "the server is shutting down; subscribe again",
 							Extensions: map[string]any{"code": CodeUnavailable},
 						})
@@ -139,7 +139,7 @@ func streamMessages(ctx context.Context, messages *announcements, sub *realtime.
 				// Removed from the conversation, or the database failed:
 				// either way the stream cannot go on complete.
 				code, message := classify(err)
-				transport.AddSubscriptionError(ctx, &gqlerror.Error{Message: message, Extensions: map[string]any{"code": code}})
+				endWithError(ctx, &gqlerror.Error{Message: message, Extensions: map[string]any{"code": code}})
 				return
 			}
 			select {
@@ -167,11 +167,22 @@ const tooSlowReason = CodeTooSlow + ": the client fell too far behind; subscribe
 // tooSlow ends a subscription the hub dropped: on a websocket the whole
 // socket is closed with CloseTryAgainLater (a client that stopped reading
 // would never see an error message behind the ones it is not reading); on
-// SSE the stream ends with the error.
+// SSE the stream completes.
 func tooSlow(ctx context.Context) {
-	transport.AddSubscriptionError(ctx, &gqlerror.Error{
+	endWithError(ctx, &gqlerror.Error{
 		Message:    "the client fell too far behind; subscribe again",
 		Extensions: map[string]any{"code": CodeTooSlow},
 	})
 	_ = closeSocket(ctx, CloseTryAgainLater, tooSlowReason)
+}
+
+// endWithError reports why a subscription stream is ending, where the
+// transport can carry it: gqlgen's websocket transport sends the errors a
+// stream collected as its final message; its SSE transport has nowhere to
+// collect them (AddSubscriptionError would dereference nil there), so an
+// SSE stream just completes and the client subscribes again.
+func endWithError(ctx context.Context, err *gqlerror.Error) {
+	if _, onSocket := ctx.Value(socketKey{}).(*socketSlot); onSocket {
+		transport.AddSubscriptionError(ctx, err)
+	}
 }

@@ -47,9 +47,9 @@ type Options struct {
 	// means same-origin only. Requests without an Origin header (anything
 	// but a browser) are not affected.
 	AllowedOrigins []string
-	// Sockets, when set, registers the handler's websockets, so that the
-	// server can close them with CloseGoingAway when it shuts down.
-	Sockets *Sockets
+	// Streams, when set, registers the handler's websockets and SSE
+	// streams, so that the server can end them when it shuts down.
+	Streams *Streams
 }
 
 // Resolver holds the long-lived dependencies of the resolvers. Nothing

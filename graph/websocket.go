@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,35 +36,53 @@ const (
 // goroutine blocked forever.
 const wsWriteTimeout = 10 * time.Second
 
-// Sockets tracks the open websockets of a handler, so that a shutting-down
-// server can end them with CloseGoingAway and wait until the close frames
-// have gone out. Its zero value is not usable: see NewSockets.
-type Sockets struct {
-	mu   sync.Mutex
-	open map[*socket]struct{}
-	wg   sync.WaitGroup
+// Streams tracks the long-lived connections of a handler, websockets and
+// SSE streams, so that a shutting-down server can end them promptly:
+// websockets with CloseGoingAway, SSE streams by completing them. Its zero
+// value is not usable: see NewStreams.
+type Streams struct {
+	mu      sync.Mutex
+	open    map[*socket]struct{}
+	sse     map[*sseStream]struct{}
+	closing bool // Shutdown began: a stream opened now is ended at once
+	wg      sync.WaitGroup
 }
 
-// NewSockets returns an empty registry.
-func NewSockets() *Sockets {
-	return &Sockets{open: map[*socket]struct{}{}}
+// NewStreams returns an empty registry.
+func NewStreams() *Streams {
+	return &Streams{open: map[*socket]struct{}{}, sse: map[*sseStream]struct{}{}}
 }
 
-// Open counts the websockets not closed yet.
-func (s *Sockets) Open() int {
+// Websockets counts the websockets not closed yet.
+func (s *Streams) Websockets() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.open)
 }
 
-// Shutdown starts the close handshake with CloseGoingAway on every open
-// websocket and waits until all of them are closed, or ctx is done. The
-// HTTP server must have stopped accepting connections first.
-func (s *Sockets) Shutdown(ctx context.Context) error {
+// SSE counts the SSE streams in progress.
+func (s *Streams) SSE() int {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sse)
+}
+
+// errShuttingDown ends the SSE streams at shutdown.
+var errShuttingDown = errors.New("graph: server shutting down")
+
+// Shutdown starts the close handshake with CloseGoingAway on every open
+// websocket, ends every SSE stream (the client sees it complete), does the
+// same to any opened from now on, and waits until all of them are over or
+// ctx is done.
+func (s *Streams) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
 	open := make([]*socket, 0, len(s.open))
 	for c := range s.open {
 		open = append(open, c)
+	}
+	for st := range s.sse {
+		st.cancel(errShuttingDown)
 	}
 	s.mu.Unlock()
 	for _, c := range open {
@@ -82,11 +101,49 @@ func (s *Sockets) Shutdown(ctx context.Context) error {
 	}
 }
 
+// sseStream is one SSE response in progress.
+type sseStream struct {
+	cancel context.CancelCauseFunc
+}
+
+// withSSE registers every SSE request (Accept: text/event-stream) in
+// streams for as long as its handler runs, with a context Shutdown cancels.
+func withSSE(streams *Streams, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isSSE(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithCancelCause(r.Context())
+		st := &sseStream{cancel: cancel}
+		streams.mu.Lock()
+		streams.sse[st] = struct{}{}
+		streams.wg.Add(1)
+		if streams.closing {
+			cancel(errShuttingDown)
+		}
+		streams.mu.Unlock()
+		defer func() {
+			streams.mu.Lock()
+			delete(streams.sse, st)
+			streams.mu.Unlock()
+			cancel(nil)
+			streams.wg.Done()
+		}()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// isSSE reports whether r asks for server-sent events.
+func isSSE(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+}
+
 // socketImplementation accepts websockets with coder/websocket (the
 // library gqlgen's own adapter uses) into sockets, with a bounded write
 // and a handle the resolvers can close the socket through.
 type socketImplementation struct {
-	sockets *Sockets
+	sockets *Streams
 	accept  coderws.AcceptOptions
 }
 
@@ -113,9 +170,13 @@ func (impl socketImplementation) Accept(w http.ResponseWriter, r *http.Request, 
 	impl.sockets.mu.Lock()
 	impl.sockets.open[c] = struct{}{}
 	impl.sockets.wg.Add(1)
+	closing := impl.sockets.closing
 	impl.sockets.mu.Unlock()
 	if slot, ok := r.Context().Value(socketKey{}).(*socketSlot); ok {
 		slot.set(c)
+	}
+	if closing {
+		_ = c.WriteClose(CloseGoingAway, "server shutting down")
 	}
 	return c, nil
 }
@@ -126,7 +187,7 @@ func (impl socketImplementation) Accept(w http.ResponseWriter, r *http.Request, 
 // one decides the close code.
 type socket struct {
 	conn    *coderws.Conn
-	sockets *Sockets
+	sockets *Streams
 
 	mu           sync.Mutex
 	closing      bool // a close handshake was started

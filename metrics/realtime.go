@@ -44,11 +44,17 @@ func (m *Metrics) WatchHub(hub *realtime.Hub) {
 	m.registry.MustRegister(hubCollector{hub: hub})
 }
 
-// WatchWebsockets registers chatql_websockets_open, read from open at
-// scrape.
-func (m *Metrics) WatchWebsockets(open func() int) {
-	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "chatql_websockets_open",
-		Help: "Open websocket connections (GraphQL subscriptions, any protocol).",
-	}, func() float64 { return float64(open()) }))
+// WatchStreams registers chatql_websockets_open and chatql_sse_streams_open,
+// read from websockets and sse at scrape.
+func (m *Metrics) WatchStreams(websockets, sse func() int) {
+	m.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "chatql_websockets_open",
+			Help: "Open websocket connections (GraphQL subscriptions, either protocol).",
+		}, func() float64 { return float64(websockets()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "chatql_sse_streams_open",
+			Help: "GraphQL subscriptions in progress over server-sent events.",
+		}, func() float64 { return float64(sse()) }),
+	)
 }

@@ -120,9 +120,9 @@ func New(opts Options) (*Hub, error) {
 // closed: by Close, by the hub stopping, or because it fell BufferSize
 // events behind (Dropped then reports true).
 type Subscription struct {
-	C <-chan Event
+	C <-chan *Event
 
-	c       chan Event
+	c       chan *Event
 	done    chan struct{} // closed with c, but never read from
 	hub     *Hub
 	conv    string
@@ -133,7 +133,9 @@ type Subscription struct {
 // Subscribe registers a subscriber to conversationID's messages. The caller
 // must Close it. On a stopped hub the subscription is closed at once.
 func (h *Hub) Subscribe(conversationID string) *Subscription {
-	c := make(chan Event, BufferSize)
+	// Pointers: one Event per message, shared by its subscribers, keeps
+	// each buffer an eighth of the size (thousands of them are open).
+	c := make(chan *Event, BufferSize)
 	s := &Subscription{C: c, c: c, done: make(chan struct{}), hub: h, conv: conversationID}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -344,9 +346,10 @@ func (h *Hub) catchUp(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-// deliver fans e out without blocking: a subscriber whose buffer is full is
+// deliver fans ev out without blocking: a subscriber whose buffer is full is
 // dropped. An id announced before is skipped.
-func (h *Hub) deliver(e Event) {
+func (h *Hub) deliver(ev Event) {
+	e := &ev
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, seen := h.recent[e.ID]; seen {
