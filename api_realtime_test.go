@@ -18,6 +18,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
+	"github.com/golang-jwt/jwt/v5"
 
 	"chatql/config"
 	"chatql/dbpool"
@@ -281,9 +282,14 @@ func TestRealtimeRefused(t *testing.T) {
 func TestRealtimeBadToken(t *testing.T) {
 	t.Parallel()
 	a := newRealtimeAPI(t)
+	ann, _ := a.user("Ann")
+	valid := chatqlClaims(ann)
+	now := time.Now()
 	for name, auth := range map[string]string{
-		"garbage":   "Bearer not-a-token",
-		"no bearer": "Basic abc",
+		"garbage":      "Bearer not-a-token",
+		"no bearer":    "Basic abc",
+		"expired":      "Bearer " + signed(t, jwt.SigningMethodHS256, apiSecret, withValues(valid, "iat", now.Add(-2*time.Hour).Unix(), "exp", now.Add(-time.Hour).Unix())),
+		"wrong secret": "Bearer " + signed(t, jwt.SigningMethodHS256, []byte("another-secret-0123456789abcdef-0123456789"), valid),
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
