@@ -23,7 +23,7 @@ test: postgres pgbouncer ## Run vet and the whole test suite against a real Post
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 .PHONY: bench
-bench: postgres ## Benchmarks and the load matrix (16/64/256 clients, chatql vs raw SQL) on a private PostgreSQL
+bench: postgres ## Benchmarks, the load matrix (16/64/256 clients, chatql vs raw SQL) and 2,000 subscribers, on a private PostgreSQL
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200x .
 	@mkdir -p bin
 	$(GO) build -o bin/chatql .
