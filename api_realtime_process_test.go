@@ -294,3 +294,76 @@ func TestRealtimeBehindTransactionPooler(t *testing.T) {
 		t.Fatalf("%d of 5 subscribers got their message with LISTEN through a transaction pooler: the test proves nothing", len(r.Latencies))
 	}
 }
+
+// TestRealtimeTwoProcesses: two chatql processes on one database, each with
+// its own pool and listener; a message sent through A reaches a subscriber
+// of B, in order, with nothing but Postgres between them.
+func TestRealtimeTwoProcesses(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDatabase(t)
+	clients := seedClients(t, dbURL, load.DataSet{Users: 10, Conversations: 5, Messages: 10, Seed: 5}, 2)
+	a, _ := startChatql(t, dbURL)
+	b, _ := startChatql(t, dbURL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// Subscribe on B.
+	conn, _, err := websocket.Dial(ctx, "ws://"+b.addr+"/query", &websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	init, _ := json.Marshal(map[string]string{"Authorization": "Bearer " + clients[0].Token})
+	sub, _ := json.Marshal(map[string]any{"query": messageAddedSubscription, "variables": map[string]any{"c": clients[0].ConversationID}})
+	for _, m := range []map[string]any{
+		{"type": "connection_init", "payload": json.RawMessage(init)},
+		{"id": "1", "type": "subscribe", "payload": json.RawMessage(sub)},
+	} {
+		if err := wsjson.Write(ctx, conn, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitMetric(t, "http://"+b.addr, "chatql_realtime_subscribers", 1)
+
+	// Send through A.
+	var want []string
+	for i := range 3 {
+		body, _ := json.Marshal(map[string]any{"query": sendMessageMutation, "variables": map[string]any{"c": clients[0].ConversationID, "b": fmt.Sprintf("via A %d", i)}})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+a.addr+"/query", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+clients[0].Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct {
+			Data struct{ SendMessage struct{ ID string } }
+		}
+		err = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if err != nil || out.Data.SendMessage.ID == "" {
+			t.Fatalf("send through A: %v %+v", err, out)
+		}
+		want = append(want, out.Data.SendMessage.ID)
+	}
+	for i := 0; i < len(want); {
+		var m wsMessage
+		if err := wsjson.Read(ctx, conn, &m); err != nil {
+			t.Fatalf("subscriber on B: %v", err)
+		}
+		switch m.Type {
+		case "connection_ack", "ping", "pong":
+			continue
+		case "next":
+			var ev struct {
+				Data struct{ MessageAdded addedEvent }
+			}
+			if err := json.Unmarshal(m.Payload, &ev); err != nil || ev.Data.MessageAdded.ID != want[i] {
+				t.Fatalf("event %d on B: %s, want %s", i, m.Payload, want[i])
+			}
+			i++
+		default:
+			t.Fatalf("subscriber on B got %s %s", m.Type, m.Payload)
+		}
+	}
+}
