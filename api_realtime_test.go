@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket/wsjson"
 	"github.com/golang-jwt/jwt/v5"
 
+	"chatql/auth"
 	"chatql/config"
 	"chatql/dbpool"
 	"chatql/graph"
@@ -777,4 +778,49 @@ func TestRealtimeSSEHubStops(t *testing.T) {
 		}
 	}
 	t.Fatalf("stream ended without completing: %v", sc.Err())
+}
+
+// TestRealtimeTokenExpiry: a socket signed in with a token is closed with
+// 4403 when the token expires: a subscription outlives no sign-in.
+func TestRealtimeTokenExpiry(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	alice, aliceToken := a.user("Alice")
+	bob, _ := a.user("Bob")
+	conv := a.conversation("ab", []string{alice, bob})
+	short, err := auth.NewTokens(apiSecret, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobToken, expires, err := short.Issue(bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := connectAs(t, a, bobToken)
+	c.subscribeMessages("1", conv)
+	a.waitSubscribers(1)
+	id := a.send(aliceToken, conv, "before expiry")
+	if ev := c.nextMessage("1"); ev.ID != id {
+		t.Fatalf("got %+v, want %s", ev, id)
+	}
+	deadline := expires.Add(3 * time.Second)
+	for {
+		select {
+		case _, ok := <-c.msgs:
+			if ok {
+				continue // the subscription's end, keep-alives
+			}
+		case <-time.After(time.Until(deadline)):
+			t.Fatal("socket still open 3 s after its token expired")
+		}
+		break
+	}
+	if at := time.Now(); at.Before(expires) {
+		t.Fatalf("closed at %s, before the token expired at %s", at, expires)
+	}
+	var ce websocket.CloseError
+	if !errors.As(c.err, &ce) || ce.Code != graph.CloseForbidden || ce.Reason != "access token expired" {
+		t.Fatalf("socket ended with %v, want %d", c.err, graph.CloseForbidden)
+	}
+	a.waitSubscribers(0)
 }

@@ -44,6 +44,7 @@ type wsClient struct {
 	conn *websocket.Conn
 	msgs chan wsMessage // closed when the socket is
 	done chan struct{}  // closed by close, to stop the reader
+	err  error          // why the reader stopped; read it after msgs is closed
 }
 
 // wsURL is srv's GraphQL endpoint as a websocket URL.
@@ -94,6 +95,7 @@ func (c *wsClient) read() {
 	for {
 		var m wsMessage
 		if err := wsjson.Read(context.Background(), c.conn, &m); err != nil {
+			c.err = err
 			return
 		}
 		m.at = time.Now()

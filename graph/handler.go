@@ -109,20 +109,29 @@ const CloseForbidden = 4403
 
 // wsInit checks the Authorization of a websocket's connection_init payload
 // (browsers cannot set headers on a websocket): a bad token closes the
-// socket with CloseForbidden before any operation runs; none at all is
-// allowed (poolStatus needs no sign-in), and operations see the payload
-// through newOperation. The returned ctx is never nil: gqlgen panics on a
+// socket with CloseForbidden before any operation runs, and so does a good
+// one when it expires; none at all is allowed (poolStatus needs no
+// sign-in), and operations see the payload through newOperation. The returned ctx is never nil: gqlgen panics on a
 // nil ctx returned with an error.
 func wsInit(opts Options) transport.WebsocketInitFunc {
 	return func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 		raw, ok, err := auth.FromHeader(p.Authorization())
+		var id auth.Identity
 		if err == nil && ok {
-			_, err = opts.Tokens.Verify(raw)
+			id, err = opts.Tokens.Verify(raw)
 		}
 		if err != nil {
 			ctx = transport.WithWebsocketCloseCode(ctx, CloseForbidden)
 			ctx = transport.AppendCloseReason(ctx, "invalid or expired access token")
 			return ctx, nil, err
+		}
+		// The token signed the socket in: when it expires the socket is
+		// closed, so that a subscription outlives no sign-in. Clients
+		// reconnect with a fresh token.
+		if slot, ok := ctx.Value(socketKey{}).(*socketSlot); ok && !id.ExpiresAt.IsZero() {
+			if c := slot.get(); c != nil {
+				c.closeAt(id.ExpiresAt, CloseForbidden, "access token expired")
+			}
 		}
 		return ctx, nil, nil
 	}

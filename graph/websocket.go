@@ -193,6 +193,7 @@ type socket struct {
 	closing      bool // a close handshake was started
 	finished     bool // removed from sockets
 	readDeadline *time.Timer
+	expiry       *time.Timer // closeAt's
 }
 
 var (
@@ -257,6 +258,20 @@ func (c *socket) Close() error {
 	return err
 }
 
+// closeAt starts closing the socket with code and reason at t, unless it
+// is closed before.
+func (c *socket) closeAt(t time.Time, code int, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.finished {
+		return
+	}
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	c.expiry = time.AfterFunc(time.Until(t), func() { _ = c.WriteClose(code, reason) })
+}
+
 func (c *socket) finish() {
 	c.mu.Lock()
 	if c.finished {
@@ -264,6 +279,9 @@ func (c *socket) finish() {
 		return
 	}
 	c.finished = true
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
 	c.mu.Unlock()
 	c.sockets.mu.Lock()
 	delete(c.sockets.open, c)
