@@ -824,3 +824,33 @@ func TestRealtimeTokenExpiry(t *testing.T) {
 	}
 	a.waitSubscribers(0)
 }
+
+// TestRealtimeRemovedParticipant: every event is checked against the
+// conversation's participants at the time it is loaded: a subscriber no
+// longer among them (removed in the database) gets NOT_FOUND and its
+// subscription ends, while the others still receive the message.
+func TestRealtimeRemovedParticipant(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	alice, aliceToken := a.user("Alice")
+	bob, bobToken := a.user("Bob")
+	conv := a.conversation("ab", []string{alice, bob})
+	stays := connectAs(t, a, aliceToken)
+	stays.subscribeMessages("1", conv)
+	leaves := connectAs(t, a, bobToken)
+	leaves.subscribeMessages("1", conv)
+	a.waitSubscribers(2)
+
+	if _, err := a.admin.Exec(context.Background(),
+		"DELETE FROM conversation_participants WHERE conversation_id = $1 AND user_id = $2", conv, bob); err != nil {
+		t.Fatal(err)
+	}
+	id := a.send(aliceToken, conv, "bob has left")
+	if ev := stays.nextMessage("1"); ev.ID != id {
+		t.Fatalf("remaining participant got %+v, want %s", ev, id)
+	}
+	if code := leaves.subscriptionError("1"); code != "NOT_FOUND" {
+		t.Fatalf("removed participant: %s, want NOT_FOUND", code)
+	}
+	a.waitSubscribers(1)
+}
