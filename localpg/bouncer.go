@@ -217,7 +217,11 @@ func (b *Bouncer) start(ctx context.Context, program string, opts BouncerOptions
 	// context, and only Stop ends it.
 	cmd := exec.Command(program, ini)
 	cmd.Dir = "/" // ours may not be reachable by the account (see command)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group (a Ctrl-C meant for us is not its), but ended
+	// with us: if this process dies without Stop (a test binary killed or
+	// timed out), the kernel sends it SIGTERM. Go sets the signal after
+	// switching to runAs, which would otherwise clear it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if runAs != nil {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: runAs.uid, Gid: runAs.gid}
 	}
