@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // TestLeakWarning: an operation that holds its connection past
@@ -36,20 +33,7 @@ func TestLeakWarning(t *testing.T) {
 	}
 
 	// A slow one: its mutation blocks on a row lock for 1.5 s.
-	ctx := context.Background()
-	locker, err := pgx.Connect(ctx, a.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer locker.Close(ctx)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "SELECT 1 FROM conversation_participants WHERE conversation_id = $1 FOR UPDATE", conv); err != nil {
-		t.Fatal(err)
-	}
+	unlock := a.lockParticipants(conv)
 	done := make(chan *gqlResponse, 1)
 	go func() {
 		done <- a.post(token, fmt.Sprintf(`mutation SlowRead { markConversationRead(conversationId: %q) { id } }`, conv), nil)
@@ -61,9 +45,7 @@ func TestLeakWarning(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 	if r := <-done; len(r.Errors) > 0 {
 		t.Fatalf("slow mutation: %s", r.Raw)
 	}

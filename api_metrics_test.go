@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -210,27 +209,12 @@ func TestStatementTimeoutCode(t *testing.T) {
 	})
 	viewer, token := a.user("Ann")
 	conv := a.conversation("", []string{viewer}, "hello")
-	ctx := context.Background()
-	locker, err := pgx.Connect(ctx, a.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer locker.Close(ctx)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "SELECT 1 FROM conversation_participants WHERE conversation_id = $1 FOR UPDATE", conv); err != nil {
-		t.Fatal(err)
-	}
+	unlock := a.lockParticipants(conv)
 	r := a.post(token, fmt.Sprintf(`mutation { markConversationRead(conversationId: %q) { id } }`, conv), nil)
 	if code := r.code(t); code != graph.CodeDBTimeout {
 		t.Fatalf("code %s, want DB_TIMEOUT: %s", code, r.Raw)
 	}
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 	if r := a.post(token, "{ me { id } }", nil); len(r.Errors) > 0 {
 		t.Fatalf("after a statement timeout: %s", r.Raw)
 	}

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
-	"github.com/jackc/pgx/v5"
 
 	"chatql/auth"
 	"chatql/dbpool"
@@ -290,22 +289,8 @@ func TestReleaseOnClientDisconnect(t *testing.T) {
 	conv := a.conversation("", []string{viewer}, "hello")
 
 	// Lock the viewer's participant row, so markConversationRead blocks.
-	// (On a connection of its own: pg_stat_activity is read from a.admin,
-	// and inside a transaction it would be a frozen snapshot.)
 	ctx := context.Background()
-	locker, err := pgx.Connect(ctx, a.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer locker.Close(ctx)
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "SELECT 1 FROM conversation_participants WHERE conversation_id = $1 FOR UPDATE", conv); err != nil {
-		t.Fatal(err)
-	}
+	unlock := a.lockParticipants(conv)
 
 	reqCtx, hangUp := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -333,9 +318,7 @@ func TestReleaseOnClientDisconnect(t *testing.T) {
 	hangUp()
 	<-done
 	a.waitReleased() // while the lock is still held
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 	if r := a.post(token, "{ me { id } }", nil); r.Status != 200 || len(r.Errors) > 0 {
 		t.Fatalf("pool unusable after a disconnect: %s", r.Raw)
 	}

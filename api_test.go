@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -233,6 +234,37 @@ func (a *testAPI) conversation(title string, members []string, bodies ...string)
 		}
 	}
 	return id
+}
+
+// lockParticipants locks conv's participant rows from a connection of its
+// own (a transaction on a.admin would freeze what it reads of
+// pg_stat_activity), so that a mutation touching them, such as
+// markConversationRead, blocks until unlock. The test's end unlocks too.
+func (a *testAPI) lockParticipants(conv string) (unlock func()) {
+	a.t.Helper()
+	ctx := context.Background()
+	locker, err := pgx.Connect(ctx, a.dbURL)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.t.Cleanup(func() { locker.Close(ctx) })
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM conversation_participants WHERE conversation_id = $1 FOR UPDATE", conv); err != nil {
+		a.t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			if err := tx.Rollback(ctx); err != nil {
+				a.t.Error(err)
+			}
+		})
+	}
+	a.t.Cleanup(unlock)
+	return unlock
 }
 
 // count runs a count query on the admin connection.
