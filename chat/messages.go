@@ -15,10 +15,15 @@ import (
 
 const messageColumns = "m.id::text, m.conversation_id::text, m.body, m.created_at, " + userColumns
 
+// messageDest is where messageColumns scan to, in their order.
+func messageDest(m *Message) []any {
+	return []any{&m.ID, &m.ConversationID, &m.Body, &m.CreatedAt,
+		&m.Author.ID, &m.Author.Email, &m.Author.DisplayName, &m.Author.CreatedAt}
+}
+
 func scanMessage(row pgx.CollectableRow) (Message, error) {
 	var m Message
-	err := row.Scan(&m.ID, &m.ConversationID, &m.Body, &m.CreatedAt,
-		&m.Author.ID, &m.Author.Email, &m.Author.DisplayName, &m.Author.CreatedAt)
+	err := row.Scan(messageDest(&m)...)
 	return m, err
 }
 
@@ -195,8 +200,7 @@ func AnnouncedMessage(ctx context.Context, db dbpool.DB, id string) (Message, []
 		JOIN users u ON u.id = m.author_id
 		WHERE m.id = $1`, []any{id}, func(row pgx.CollectableRow) (Message, error) {
 		var m Message
-		err := row.Scan(&m.ID, &m.ConversationID, &m.Body, &m.CreatedAt,
-			&m.Author.ID, &m.Author.Email, &m.Author.DisplayName, &m.Author.CreatedAt, &participants)
+		err := row.Scan(append(messageDest(&m), &participants)...)
 		return m, err
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
