@@ -72,7 +72,7 @@ func NewHandler(opts Options) http.Handler {
 		InitTimeout:           wsInitTimeout,
 		InitFunc:              wsInit(opts),
 		Implementation: socketImplementation{
-			sockets: opts.Streams,
+			streams: opts.Streams,
 			// The same policy withCORS applies first (coder/websocket's
 			// matching: same host, or a pattern matching scheme://host).
 			accept: coderws.AcceptOptions{OriginPatterns: opts.AllowedOrigins},

@@ -42,7 +42,7 @@ const wsWriteTimeout = 10 * time.Second
 // value is not usable: see NewStreams.
 type Streams struct {
 	mu      sync.Mutex
-	open    map[*socket]struct{}
+	sockets map[*socket]struct{}
 	sse     map[*sseStream]struct{}
 	closing bool // Shutdown began: a stream opened now is ended at once
 	wg      sync.WaitGroup
@@ -50,14 +50,48 @@ type Streams struct {
 
 // NewStreams returns an empty registry.
 func NewStreams() *Streams {
-	return &Streams{open: map[*socket]struct{}{}, sse: map[*sseStream]struct{}{}}
+	return &Streams{sockets: map[*socket]struct{}{}, sse: map[*sseStream]struct{}{}}
+}
+
+// addSocket registers c until removeSocket, and reports whether Shutdown
+// has begun (c must then be ended at once).
+func (s *Streams) addSocket(c *socket) (closing bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sockets[c] = struct{}{}
+	s.wg.Add(1)
+	return s.closing
+}
+
+func (s *Streams) removeSocket(c *socket) {
+	s.mu.Lock()
+	delete(s.sockets, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// addSSE registers st until removeSSE, and reports whether Shutdown has
+// begun (st must then be ended at once).
+func (s *Streams) addSSE(st *sseStream) (closing bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sse[st] = struct{}{}
+	s.wg.Add(1)
+	return s.closing
+}
+
+func (s *Streams) removeSSE(st *sseStream) {
+	s.mu.Lock()
+	delete(s.sse, st)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // Websockets counts the websockets not closed yet.
 func (s *Streams) Websockets() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.open)
+	return len(s.sockets)
 }
 
 // SSE counts the SSE streams in progress.
@@ -77,8 +111,8 @@ var errShuttingDown = errors.New("graph: server shutting down")
 func (s *Streams) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
-	open := make([]*socket, 0, len(s.open))
-	for c := range s.open {
+	open := make([]*socket, 0, len(s.sockets))
+	for c := range s.sockets {
 		open = append(open, c)
 	}
 	for st := range s.sse {
@@ -116,20 +150,11 @@ func withSSE(streams *Streams, next http.Handler) http.Handler {
 		}
 		ctx, cancel := context.WithCancelCause(r.Context())
 		st := &sseStream{cancel: cancel}
-		streams.mu.Lock()
-		streams.sse[st] = struct{}{}
-		streams.wg.Add(1)
-		if streams.closing {
+		if streams.addSSE(st) {
 			cancel(errShuttingDown)
 		}
-		streams.mu.Unlock()
-		defer func() {
-			streams.mu.Lock()
-			delete(streams.sse, st)
-			streams.mu.Unlock()
-			cancel(nil)
-			streams.wg.Done()
-		}()
+		defer streams.removeSSE(st)
+		defer cancel(nil)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -140,10 +165,10 @@ func isSSE(r *http.Request) bool {
 }
 
 // socketImplementation accepts websockets with coder/websocket (the
-// library gqlgen's own adapter uses) into sockets, with a bounded write
+// library gqlgen's own adapter uses) into streams, with a bounded write
 // and a handle the resolvers can close the socket through.
 type socketImplementation struct {
-	sockets *Streams
+	streams *Streams
 	accept  coderws.AcceptOptions
 }
 
@@ -166,12 +191,8 @@ func (impl socketImplementation) Accept(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return nil, err
 	}
-	c := &socket{conn: conn, sockets: impl.sockets}
-	impl.sockets.mu.Lock()
-	impl.sockets.open[c] = struct{}{}
-	impl.sockets.wg.Add(1)
-	closing := impl.sockets.closing
-	impl.sockets.mu.Unlock()
+	c := &socket{conn: conn, streams: impl.streams}
+	closing := impl.streams.addSocket(c)
 	if slot, ok := r.Context().Value(socketKey{}).(*socketSlot); ok {
 		slot.set(c)
 	}
@@ -187,11 +208,11 @@ func (impl socketImplementation) Accept(w http.ResponseWriter, r *http.Request, 
 // one decides the close code.
 type socket struct {
 	conn    *coderws.Conn
-	sockets *Streams
+	streams *Streams
 
 	mu           sync.Mutex
 	closing      bool // a close handshake was started
-	finished     bool // removed from sockets
+	finished     bool // removed from streams
 	readDeadline *time.Timer
 	expiry       *time.Timer // closeAt's
 }
@@ -283,10 +304,7 @@ func (c *socket) finish() {
 		c.expiry.Stop()
 	}
 	c.mu.Unlock()
-	c.sockets.mu.Lock()
-	delete(c.sockets.open, c)
-	c.sockets.mu.Unlock()
-	c.sockets.wg.Done()
+	c.streams.removeSocket(c)
 }
 
 func (c *socket) Subprotocol() string { return c.conn.Subprotocol() }
