@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"chatql/dbpool"
 )
 
 // Result is what one run measured.
@@ -23,8 +25,9 @@ type Result struct {
 	// MaxBackends is the most server connections of the measured
 	// application seen in pg_stat_activity, sampled every 50 ms.
 	MaxBackends int
-	// PoolBefore and PoolAfter are the server's /health/db-pool snapshots.
-	PoolBefore, PoolAfter map[string]any
+	// PoolBefore and PoolAfter are the server's /health/db-pool snapshots
+	// (nil when it could not be read).
+	PoolBefore, PoolAfter *dbpool.Stats
 }
 
 // Requests counts completed requests, failed ones included.
@@ -116,10 +119,10 @@ func PrintTable(w io.Writer, results []Result) {
 	}
 }
 
-func poolLine(s map[string]any) string {
+func poolLine(s *dbpool.Stats) string {
 	if s == nil {
 		return "-"
 	}
-	return fmt.Sprintf("status=%v checked_out=%v total=%v acquires=%v timeouts=%v invalid=%v avg_wait_ms=%.1f max_wait_ms=%.1f",
-		s["status"], s["checked_out"], s["total"], s["acquire_count"], s["timeouts"], s["invalid"], s["avg_acquire_wait_ms"], s["max_acquire_wait_ms"])
+	return fmt.Sprintf("status=%s checked_out=%d total=%d acquires=%d timeouts=%d invalid=%d avg_wait_ms=%.1f max_wait_ms=%.1f",
+		s.Status, s.CheckedOut, s.Total, s.AcquireCount, s.Timeouts, s.Invalid, s.AvgAcquireWaitMs, s.MaxAcquireWaitMs)
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"chatql/dbpool"
 )
 
 // Modes of a Result.
@@ -169,7 +171,8 @@ func post(ctx context.Context, c *http.Client, url, token string, body []byte) s
 	return fmt.Sprintf("HTTP %d %s", resp.StatusCode, code)
 }
 
-func poolSnapshot(ctx context.Context, c *http.Client, baseURL string) (map[string]any, error) {
+// poolSnapshot reads the server's /health/db-pool.
+func poolSnapshot(ctx context.Context, c *http.Client, baseURL string) (*dbpool.Stats, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/health/db-pool", nil)
 	if err != nil {
 		return nil, err
@@ -179,8 +182,11 @@ func poolSnapshot(ctx context.Context, c *http.Client, baseURL string) (map[stri
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var s map[string]any
-	return s, json.NewDecoder(resp.Body).Decode(&s)
+	var s dbpool.Stats
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return nil, err
+	}
+	return &s, nil
 }
 
 // startSampler polls sample every 50 ms into max until stopped.

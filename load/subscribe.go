@@ -65,10 +65,11 @@ type SubscribeResult struct {
 	// The server process, from its /metrics: before connecting, with
 	// every subscription open, and after every socket closed (goroutines
 	// are waited for, up to 10 s, to come back to the first figure).
-	RSSBefore, RSSSubscribed           float64
-	HeapSubscribed                     float64
-	GoroutinesBefore, GoroutinesOpen   int
-	GoroutinesAfter, SubscribersBefore int
+	RSSBefore, RSSSubscribed                          float64
+	HeapSubscribed                                    float64
+	GoroutinesBefore, GoroutinesOpen, GoroutinesAfter int
+	// SubscribersBefore is the server's subscriber count before the run.
+	SubscribersBefore int
 }
 
 // Percentile returns the delivery latency below which a fraction p fell.
@@ -89,10 +90,8 @@ func PrintSubscribe(w io.Writer, r SubscribeResult) {
 		mb(r.RSSBefore), mb(r.RSSSubscribed), mb(r.HeapSubscribed), r.GoroutinesBefore, r.GoroutinesOpen, r.GoroutinesAfter)
 	fmt.Fprintf(w, "pool checked_out %d idle, %d after  max backends %d (pool and listener)\n",
 		r.CheckedOutIdle, r.CheckedOutAfter, r.MaxBackends)
-	if len(r.Errors) > 0 {
-		for _, k := range slices.Sorted(maps.Keys(r.Errors)) {
-			fmt.Fprintf(w, "errors  %s: %d\n", k, r.Errors[k])
-		}
+	for _, k := range slices.Sorted(maps.Keys(r.Errors)) {
+		fmt.Fprintf(w, "errors  %s: %d\n", k, r.Errors[k])
 	}
 }
 
@@ -200,7 +199,7 @@ func (s SubscribeRun) Run(ctx context.Context) (SubscribeResult, error) {
 	res.HeapSubscribed = open["go_memstats_heap_inuse_bytes"]
 	res.GoroutinesOpen = int(open["go_goroutines"])
 	if snap, err := poolSnapshot(ctx, probe, s.BaseURL); err == nil {
-		res.CheckedOutIdle = intField(snap, "checked_out")
+		res.CheckedOutIdle = snap.CheckedOut
 	}
 
 	// One message per subscribed conversation, sent by a participant.
@@ -276,7 +275,7 @@ func (s SubscribeRun) Run(ctx context.Context) (SubscribeResult, error) {
 	}
 	slices.Sort(res.Latencies)
 	if snap, err := poolSnapshot(ctx, probe, s.BaseURL); err == nil {
-		res.CheckedOutAfter = intField(snap, "checked_out")
+		res.CheckedOutAfter = snap.CheckedOut
 	}
 
 	// Hang up and wait for the server's goroutines to come back.
@@ -409,9 +408,4 @@ func (s SubscribeRun) scrape(ctx context.Context, c *http.Client) (map[string]fl
 		}
 	}
 	return out, nil
-}
-
-func intField(m map[string]any, k string) int {
-	v, _ := m[k].(float64)
-	return int(v)
 }

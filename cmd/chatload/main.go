@@ -176,7 +176,9 @@ func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.
 		}
 		results = append(results, r)
 		fmt.Fprintf(out, "chatql  c=%-4d %8.1f req/s  p99 %s ms  backends %d  errors %d\n", c, r.Throughput(), fmtMs(r.Percentile(0.99)), r.MaxBackends, r.ErrorCount())
-		poolCfg.Size, poolCfg.MaxOverflow = intField(r.PoolAfter, "pool_size"), intField(r.PoolAfter, "max_overflow")
+		if r.PoolAfter != nil {
+			poolCfg.Size, poolCfg.MaxOverflow = r.PoolAfter.PoolSize, r.PoolAfter.MaxOverflow
+		}
 	}
 	if o.ceiling {
 		cfg := dbpool.DefaultConfig()
@@ -217,8 +219,3 @@ func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.
 }
 
 func fmtMs(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
-
-func intField(m map[string]any, k string) int {
-	f, _ := m[k].(float64)
-	return int(f)
-}
