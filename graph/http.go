@@ -86,11 +86,11 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// extendDeadline gives a stream's next write wsWriteTimeout: a client that
+// extendDeadline gives a stream's next write streamWriteTimeout: a client that
 // stops reading is cut off after that long, one that reads is never.
 func (w *statusWriter) extendDeadline() {
 	if w.stream {
-		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 	}
 }
 

@@ -30,11 +30,11 @@ const (
 	CloseTryAgainLater = 1013
 )
 
-// wsWriteTimeout bounds one write to a subscriber, websocket or SSE. A
+// streamWriteTimeout bounds one write to a subscriber, websocket or SSE. A
 // client that stops reading fills its socket buffers; after this long the
 // server gives up on it and closes the connection instead of keeping a
 // goroutine blocked forever.
-const wsWriteTimeout = 10 * time.Second
+const streamWriteTimeout = 10 * time.Second
 
 // Streams tracks the long-lived connections of a handler, websockets and
 // SSE streams, so that a shutting-down server can end them promptly:
@@ -241,7 +241,7 @@ func (c *socket) WriteJSON(v any) error {
 	}
 	// On timeout coder/websocket closes the connection: the reader fails
 	// and the transport ends the socket's subscriptions.
-	ctx, cancel := context.WithTimeout(context.Background(), wsWriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), streamWriteTimeout)
 	defer cancel()
 	return c.conn.Write(ctx, coderws.MessageText, data)
 }
