@@ -19,6 +19,7 @@ import (
 	"github.com/google/uuid"
 
 	"chatql/graph"
+	"chatql/web"
 )
 
 // The protocol tests: bad arguments, oversized bodies, expensive queries,
@@ -257,11 +258,11 @@ func TestBodyTooLarge(t *testing.T) {
 		chunked bool
 		status  int
 	}{
-		{"1 MiB with Content-Length", graph.MaxRequestBytes, false, http.StatusOK},
-		{"1 MiB chunked", graph.MaxRequestBytes, true, http.StatusOK},
-		{"1 MiB + 1 with Content-Length", graph.MaxRequestBytes + 1, false, http.StatusRequestEntityTooLarge},
-		{"1 MiB + 1 chunked", graph.MaxRequestBytes + 1, true, http.StatusRequestEntityTooLarge},
-		{"2 MiB chunked", 2 * graph.MaxRequestBytes, true, http.StatusRequestEntityTooLarge},
+		{"1 MiB with Content-Length", web.MaxRequestBytes, false, http.StatusOK},
+		{"1 MiB chunked", web.MaxRequestBytes, true, http.StatusOK},
+		{"1 MiB + 1 with Content-Length", web.MaxRequestBytes + 1, false, http.StatusRequestEntityTooLarge},
+		{"1 MiB + 1 chunked", web.MaxRequestBytes + 1, true, http.StatusRequestEntityTooLarge},
+		{"2 MiB chunked", 2 * web.MaxRequestBytes, true, http.StatusRequestEntityTooLarge},
 	} {
 		prefix, pad, suffix := bodyOfSize(tc.size)
 		var body io.Reader = strings.NewReader(prefix + pad + suffix)
@@ -575,7 +576,7 @@ func TestInputRequestErrorsNotInternal(t *testing.T) {
 	req.Header.Set("Content-Type", "application/json")
 	resp, raw := a.send(req)
 	rs = append(rs, decodeGQL(t, resp, raw))
-	prefix, pad, suffix := bodyOfSize(graph.MaxRequestBytes + 1)
+	prefix, pad, suffix := bodyOfSize(web.MaxRequestBytes + 1)
 	req, _ = http.NewRequest(http.MethodPost, a.srv.URL+"/query", io.MultiReader(strings.NewReader(prefix), strings.NewReader(pad), strings.NewReader(suffix)))
 	req.Header.Set("Content-Type", "application/json")
 	resp, raw = a.send(req)

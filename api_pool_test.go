@@ -20,6 +20,8 @@ import (
 	"chatql/auth"
 	"chatql/dbpool"
 	"chatql/graph"
+	"chatql/metrics"
+	"chatql/web"
 )
 
 // inboxFixture gives a viewer 60 conversations of 3 participants and 12
@@ -342,7 +344,7 @@ func TestDatabaseUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(newHandler(apiConfig{pool: pool, tokens: tokens, logger: slog.New(slog.DiscardHandler)}))
+	srv := httptest.NewServer(newHandler(apiConfig{pool: pool, tokens: tokens, logger: slog.New(slog.DiscardHandler), metrics: metrics.New(), streams: web.NewStreams()}))
 	defer srv.Close()
 	token, _, err := tokens.Issue("00000000-0000-4000-8000-000000000001")
 	if err != nil {

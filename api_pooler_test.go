@@ -29,6 +29,8 @@ import (
 	"chatql/graph"
 	"chatql/localpg"
 	"chatql/localpg/pgtest"
+	"chatql/metrics"
+	"chatql/web"
 )
 
 // The incident chatql was built for, replayed through a real PgBouncer: a
@@ -120,10 +122,12 @@ func newReplica(t *testing.T, primary *testAPI, poolURL func(string) string, cfg
 	}
 	stats := true
 	a.srv = httptest.NewServer(newHandler(apiConfig{
-		pool:   a.pool,
-		tokens: a.tokens,
-		logger: logger,
-		cfg:    config.Config{AutoProvision: true, Introspection: true, DBStats: &stats},
+		pool:    a.pool,
+		tokens:  a.tokens,
+		logger:  logger,
+		cfg:     config.Config{AutoProvision: true, Introspection: true, DBStats: &stats},
+		metrics: metrics.New(),
+		streams: web.NewStreams(),
 	}))
 	t.Cleanup(func() {
 		a.srv.Close()

@@ -17,9 +17,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"chatql/auth"
-	"chatql/graph"
 	"chatql/load"
 	"chatql/localpg/pgtest"
+	"chatql/web"
 )
 
 // These tests run the built server as its own process: its memory and
@@ -208,8 +208,8 @@ func TestRealtimeShutdownGoingAway(t *testing.T) {
 	for range protocols {
 		err := <-ended
 		var ce websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != graph.CloseGoingAway || ce.Reason != "server shutting down" {
-			t.Errorf("socket ended with %v, want close %d", err, graph.CloseGoingAway)
+		if !errors.As(err, &ce) || ce.Code != web.CloseGoingAway || ce.Reason != "server shutting down" {
+			t.Errorf("socket ended with %v, want close %d", err, web.CloseGoingAway)
 		}
 	}
 	for range 2 {

@@ -24,7 +24,9 @@ import (
 	"chatql/config"
 	"chatql/dbpool"
 	"chatql/graph"
+	"chatql/metrics"
 	"chatql/realtime"
+	"chatql/web"
 )
 
 // The realtime tests run messageAdded over graphql-transport-ws against a
@@ -64,11 +66,13 @@ func newRealtimeAPI(t *testing.T, configure ...func(*httptest.Server)) *realtime
 	}()
 	stats := true
 	srv := httptest.NewUnstartedServer(newHandler(apiConfig{
-		pool:   a.pool,
-		tokens: a.tokens,
-		logger: slog.New(slog.DiscardHandler),
-		cfg:    config.Config{AutoProvision: true, Introspection: true, DBStats: &stats},
-		hub:    hub,
+		pool:    a.pool,
+		tokens:  a.tokens,
+		logger:  slog.New(slog.DiscardHandler),
+		cfg:     config.Config{AutoProvision: true, Introspection: true, DBStats: &stats},
+		hub:     hub,
+		metrics: metrics.New(),
+		streams: web.NewStreams(),
 	}))
 	for _, f := range configure {
 		f(srv)
@@ -420,6 +424,7 @@ func (r *realtimeAPI) addReplica(t *testing.T) (*httptest.Server, *realtime.Hub)
 	srv := httptest.NewServer(newHandler(apiConfig{
 		pool: pool, tokens: r.tokens, logger: slog.New(slog.DiscardHandler),
 		cfg: config.Config{AutoProvision: true, Introspection: true}, hub: hub,
+		metrics: metrics.New(), streams: web.NewStreams(),
 	}))
 	t.Cleanup(func() {
 		srv.Close()
@@ -635,8 +640,8 @@ func TestRealtimeSlowConsumer(t *testing.T) {
 			continue
 		}
 		var ce websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != graph.CloseTryAgainLater || !strings.HasPrefix(ce.Reason, graph.CodeTooSlow+":") {
-			t.Fatalf("slow socket ended with %v, want close %d %s", err, graph.CloseTryAgainLater, graph.CodeTooSlow)
+		if !errors.As(err, &ce) || ce.Code != web.CloseTryAgainLater || !strings.HasPrefix(ce.Reason, graph.CodeTooSlow+":") {
+			t.Fatalf("slow socket ended with %v, want close %d %s", err, web.CloseTryAgainLater, graph.CodeTooSlow)
 		}
 		break
 	}

@@ -18,6 +18,8 @@ import (
 
 	"chatql/config"
 	"chatql/graph"
+	"chatql/metrics"
+	"chatql/web"
 )
 
 // The subscription tests speak graphql-transport-ws (the graphql-ws
@@ -389,7 +391,7 @@ func serveWithOrigins(t *testing.T, a *testAPI, corsOrigins string) *httptest.Se
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(newHandler(apiConfig{pool: a.pool, tokens: a.tokens, logger: slog.New(slog.DiscardHandler), cfg: cfg}))
+	srv := httptest.NewServer(newHandler(apiConfig{pool: a.pool, tokens: a.tokens, logger: slog.New(slog.DiscardHandler), cfg: cfg, metrics: metrics.New(), streams: web.NewStreams()}))
 	t.Cleanup(srv.Close)
 	return srv
 }

@@ -24,6 +24,8 @@ import (
 	"chatql/dbpool"
 	"chatql/graph"
 	"chatql/localpg/pgtest"
+	"chatql/metrics"
+	"chatql/web"
 )
 
 // The API tests run GraphQL through the handler newHandler builds, over
@@ -93,10 +95,12 @@ func newAPI(t testing.TB, adjust ...func(*apiOptions)) *testAPI {
 	}
 	stats := true
 	api := apiConfig{
-		pool:   a.pool,
-		tokens: a.tokens,
-		logger: o.logger,
-		cfg:    config.Config{AutoProvision: o.autoProvision, Introspection: o.introspection, DBStats: &stats, MetricsToken: o.metricsToken},
+		pool:    a.pool,
+		tokens:  a.tokens,
+		logger:  o.logger,
+		cfg:     config.Config{AutoProvision: o.autoProvision, Introspection: o.introspection, DBStats: &stats, MetricsToken: o.metricsToken},
+		metrics: metrics.New(),
+		streams: web.NewStreams(),
 	}
 	api.fieldMiddleware = o.fieldMiddleware
 	a.srv = httptest.NewServer(newHandler(api))

@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +149,44 @@ func TestDatabaseDirectURL(t *testing.T) {
 	_, err = Load(env(map[string]string{"DATABASE_DIRECT_URL": "postgres://u:hunter2@host:notaport/db"}))
 	if err == nil || !strings.Contains(err.Error(), "DATABASE_DIRECT_URL=") || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("malformed direct URL: %v", err)
+	}
+}
+
+func TestLoadDotEnv(t *testing.T) {
+	dir := t.TempDir()
+	if err := LoadDotEnv(filepath.Join(dir, "missing.env")); err != nil {
+		t.Fatalf("a missing .env is not an error: %v", err)
+	}
+	path := filepath.Join(dir, ".env")
+	if err := os.WriteFile(path, []byte("CHATQL_TEST_FROM_FILE=file\nCHATQL_TEST_SET=file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CHATQL_TEST_SET", "env")
+	t.Setenv("CHATQL_TEST_FROM_FILE", "") // registers the cleanup
+	os.Unsetenv("CHATQL_TEST_FROM_FILE")
+	if err := LoadDotEnv(path); err != nil {
+		t.Fatal(err)
+	}
+	if got := os.Getenv("CHATQL_TEST_FROM_FILE"); got != "file" {
+		t.Errorf("variable only in .env = %q, want file", got)
+	}
+	if got := os.Getenv("CHATQL_TEST_SET"); got != "env" {
+		t.Errorf("variable in both = %q, want the environment's (env)", got)
+	}
+	bad := filepath.Join(dir, "bad.env")
+	if err := os.WriteFile(bad, []byte("NOT A VALID LINE\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := LoadDotEnv(bad); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("malformed .env: err = %v, want one naming the file", err)
+	}
+}
+
+func TestDirectURL(t *testing.T) {
+	if got := (Config{}).DirectURL("postgres://pool"); got != "postgres://pool" {
+		t.Errorf("without DATABASE_DIRECT_URL: %q", got)
+	}
+	if got := (Config{DatabaseDirectURL: "postgres://direct"}).DirectURL("postgres://pool"); got != "postgres://direct" {
+		t.Errorf("with DATABASE_DIRECT_URL: %q", got)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 
 	"chatql/auth"
+	"chatql/web"
 )
 
 // DefaultComplexityLimit is far above what the inbox query costs (about
@@ -54,7 +55,7 @@ func NewHandler(opts Options) http.Handler {
 		opts.ComplexityLimit = DefaultComplexityLimit
 	}
 	if opts.Streams == nil {
-		opts.Streams = NewStreams()
+		opts.Streams = web.NewStreams()
 	}
 	state := &handlerState{
 		opts:       opts,
@@ -71,12 +72,10 @@ func NewHandler(opts Options) http.Handler {
 		PingPongInterval:      wsPingInterval, // graphql-transport-ws: ping, pong within 2x or closed
 		InitTimeout:           wsInitTimeout,
 		InitFunc:              wsInit(opts),
-		Implementation: socketImplementation{
-			streams: opts.Streams,
-			// The same policy withCORS applies first (coder/websocket's
-			// matching: same host, or a pattern matching scheme://host).
-			accept: coderws.AcceptOptions{OriginPatterns: opts.AllowedOrigins},
-		},
+		// The same origin policy web.Wrap applies first (coder/websocket's
+		// matching: same host, or a pattern matching scheme://host).
+		Implementation: web.NewWebsocketImplementation(opts.Streams,
+			coderws.AcceptOptions{OriginPatterns: opts.AllowedOrigins}),
 		ErrorFunc: func(ctx context.Context, err error) {
 			opts.Logger.DebugContext(ctx, "websocket error", "err", err)
 		},
@@ -100,7 +99,12 @@ func NewHandler(opts Options) http.Handler {
 	if opts.FieldMiddleware != nil {
 		srv.AroundFields(opts.FieldMiddleware)
 	}
-	return withCORS(newOriginPolicy(opts.AllowedOrigins), withHTTPStatus(withSSE(opts.Streams, withSocketSlot(srv))))
+	return web.Wrap(srv, web.Options{
+		AllowedOrigins:   opts.AllowedOrigins,
+		Streams:          opts.Streams,
+		ForbiddenCode:    CodeForbidden,
+		RequestErrorCode: CodeBadUserInput,
+	})
 }
 
 // CloseForbidden is the websocket close code for a connection_init whose
@@ -128,10 +132,8 @@ func wsInit(opts Options) transport.WebsocketInitFunc {
 		// The token signed the socket in: when it expires the socket is
 		// closed, so that a subscription outlives no sign-in. Clients
 		// reconnect with a fresh token.
-		if slot, ok := ctx.Value(socketKey{}).(*socketSlot); ok && !id.ExpiresAt.IsZero() {
-			if c := slot.get(); c != nil {
-				c.closeAt(id.ExpiresAt, CloseForbidden, "access token expired")
-			}
+		if !id.ExpiresAt.IsZero() {
+			_ = web.CloseSocketAt(ctx, id.ExpiresAt, CloseForbidden, "access token expired")
 		}
 		return ctx, nil, nil
 	}

@@ -13,6 +13,7 @@ import (
 	"chatql/auth"
 	"chatql/chat"
 	"chatql/dbpool"
+	"chatql/web"
 )
 
 // operation is the request-scoped service of one GraphQL operation: its
@@ -139,7 +140,7 @@ func (h *handlerState) subscriptionEvent(ctx context.Context, op *operation, res
 func (h *handlerState) annotate(ctx context.Context, op *operation, resp *graphql.Response) {
 	for _, e := range resp.Errors {
 		if code, _ := e.Extensions["code"].(string); code == CodePoolTimeout || code == CodeUnavailable {
-			setUnavailable(ctx, h.retryAfter)
+			web.SetUnavailable(ctx, h.retryAfter)
 			break
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"chatql/chat"
 	"chatql/dbpool"
 	"chatql/realtime"
+	"chatql/web"
 )
 
 // CodeTooSlow ends a subscription whose client fell too far behind.
@@ -165,7 +166,7 @@ func streamMessages(ctx context.Context, messages *announcements, sub *realtime.
 const tooSlowReason = CodeTooSlow + ": the client fell too far behind; subscribe again"
 
 // tooSlow ends a subscription the hub dropped: on a websocket the whole
-// socket is closed with CloseTryAgainLater (a client that stopped reading
+// socket is closed with web.CloseTryAgainLater (a client that stopped reading
 // would never see an error message behind the ones it is not reading); on
 // SSE the stream completes.
 func tooSlow(ctx context.Context) {
@@ -173,7 +174,7 @@ func tooSlow(ctx context.Context) {
 		Message:    "the client fell too far behind; subscribe again",
 		Extensions: map[string]any{"code": CodeTooSlow},
 	})
-	_ = closeSocket(ctx, CloseTryAgainLater, tooSlowReason)
+	_ = web.CloseSocket(ctx, web.CloseTryAgainLater, tooSlowReason)
 }
 
 // endWithError reports why a subscription stream is ending, where the
@@ -182,7 +183,7 @@ func tooSlow(ctx context.Context) {
 // collect them (AddSubscriptionError would dereference nil there), so an
 // SSE stream just completes and the client subscribes again.
 func endWithError(ctx context.Context, err *gqlerror.Error) {
-	if _, onSocket := ctx.Value(socketKey{}).(*socketSlot); onSocket {
+	if web.OnWebsocket(ctx) {
 		transport.AddSubscriptionError(ctx, err)
 	}
 }

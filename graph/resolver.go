@@ -14,6 +14,7 @@ import (
 	"chatql/auth"
 	"chatql/dbpool"
 	"chatql/realtime"
+	"chatql/web"
 )
 
 // Options configure the GraphQL endpoint.
@@ -49,7 +50,7 @@ type Options struct {
 	AllowedOrigins []string
 	// Streams, when set, registers the handler's websockets and SSE
 	// streams, so that the server can end them when it shuts down.
-	Streams *Streams
+	Streams *web.Streams
 }
 
 // Resolver holds the long-lived dependencies of the resolvers. Nothing

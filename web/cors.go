@@ -1,4 +1,4 @@
-package graph
+package web
 
 import (
 	"encoding/json"
@@ -73,7 +73,7 @@ func sameOrigin(r *http.Request, origin string) bool {
 //     read the response, Retry-After included.
 //   - A disallowed origin gets no CORS headers at all, so the browser keeps
 //     the response from the page.
-func withCORS(policy originPolicy, next http.Handler) http.Handler {
+func withCORS(policy originPolicy, forbiddenCode string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
 		if origin == "" {
@@ -82,7 +82,7 @@ func withCORS(policy originPolicy, next http.Handler) http.Handler {
 		}
 		if r.Header.Get("Upgrade") != "" {
 			if !sameOrigin(r, origin) && !policy.allows(origin) {
-				writeError(w, http.StatusForbidden, CodeForbidden, "a page from "+origin+" may not open a websocket here")
+				writeError(w, http.StatusForbidden, forbiddenCode, "a page from "+origin+" may not open a websocket here")
 				return
 			}
 			next.ServeHTTP(w, r)

@@ -1,4 +1,4 @@
-package graph
+package web
 
 import (
 	"bytes"
@@ -27,9 +27,9 @@ type httpStatus struct {
 
 type httpStatusKey struct{}
 
-// setUnavailable marks the response 503 with Retry-After; it is a no-op
+// SetUnavailable marks the response 503 with Retry-After; it is a no-op
 // outside HTTP (websocket operations have no status).
-func setUnavailable(ctx context.Context, retryAfter string) {
+func SetUnavailable(ctx context.Context, retryAfter string) {
 	if s, ok := ctx.Value(httpStatusKey{}).(*httpStatus); ok {
 		s.mu.Lock()
 		s.unavailable, s.retryAfter = true, retryAfter
@@ -44,6 +44,8 @@ func setUnavailable(ctx context.Context, retryAfter string) {
 type statusWriter struct {
 	http.ResponseWriter
 	status *httpStatus
+	// code is given to the errors of a held response that have none.
+	errorCode string
 	// stream is set for server-sent events: one response that lasts as
 	// long as the subscription, so each write gets its own deadline
 	// instead of the server's WriteTimeout, which would cut it off.
@@ -118,7 +120,7 @@ func (w *statusWriter) finish() {
 			e["extensions"] = ext
 		}
 		if ext["code"] == nil {
-			ext["code"] = CodeBadUserInput
+			ext["code"] = w.errorCode
 		}
 	}
 	out, _ := json.Marshal(body)
@@ -164,11 +166,11 @@ func (b limitedBody) Read(p []byte) (int, error) {
 func (b limitedBody) Close() error { return b.body.Close() }
 
 // withHTTPStatus wraps the GraphQL handler with the body limit and the
-// status plumbing.
-func withHTTPStatus(next http.Handler) http.Handler {
+// status plumbing; errorCode is given to request errors without a code.
+func withHTTPStatus(errorCode string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		status := &httpStatus{}
-		sw := &statusWriter{ResponseWriter: w, status: status,
+		sw := &statusWriter{ResponseWriter: w, status: status, errorCode: errorCode,
 			stream: isSSE(r)}
 		defer sw.finish()
 		if r.ContentLength > MaxRequestBytes {

@@ -1,4 +1,4 @@
-package graph
+package web
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,7 +24,7 @@ const (
 	CloseGoingAway = 1001
 	// CloseTryAgainLater ends a socket one of whose subscriptions fell too
 	// far behind (a client that stopped reading, or reads slower than
-	// messages arrive); the reason starts with CodeTooSlow. The client
+	// messages arrive); the reason starts with the error code the GraphQL layer gives it. The client
 	// subscribes again and catches up with the messages query.
 	CloseTryAgainLater = 1013
 )
@@ -36,143 +35,19 @@ const (
 // goroutine blocked forever.
 const streamWriteTimeout = 10 * time.Second
 
-// Streams tracks the long-lived connections of a handler, websockets and
-// SSE streams, so that a shutting-down server can end them promptly:
-// websockets with CloseGoingAway, SSE streams by completing them. Its zero
-// value is not usable: see NewStreams.
-type Streams struct {
-	mu      sync.Mutex
-	sockets map[*socket]struct{}
-	sse     map[*sseStream]struct{}
-	closing bool // Shutdown began: a stream opened now is ended at once
-	wg      sync.WaitGroup
+// NewWebsocketImplementation returns gqlgen's websocket transport its
+// sockets: accepted with coder/websocket (the library gqlgen's own adapter
+// uses) under accept's origin and subprotocol rules, registered in
+// streams, with bounded writes, and reachable from the operations they
+// carry (CloseSocket, CloseSocketAt).
+func NewWebsocketImplementation(streams *Streams, accept coderws.AcceptOptions) transport.WebsocketImplementation {
+	return socketImplementation{streams: streams, accept: accept}
 }
 
-// NewStreams returns an empty registry.
-func NewStreams() *Streams {
-	return &Streams{sockets: map[*socket]struct{}{}, sse: map[*sseStream]struct{}{}}
-}
-
-// addSocket registers c until removeSocket, and reports whether Shutdown
-// has begun (c must then be ended at once).
-func (s *Streams) addSocket(c *socket) (closing bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sockets[c] = struct{}{}
-	s.wg.Add(1)
-	return s.closing
-}
-
-func (s *Streams) removeSocket(c *socket) {
-	s.mu.Lock()
-	delete(s.sockets, c)
-	s.mu.Unlock()
-	s.wg.Done()
-}
-
-// addSSE registers st until removeSSE, and reports whether Shutdown has
-// begun (st must then be ended at once).
-func (s *Streams) addSSE(st *sseStream) (closing bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sse[st] = struct{}{}
-	s.wg.Add(1)
-	return s.closing
-}
-
-func (s *Streams) removeSSE(st *sseStream) {
-	s.mu.Lock()
-	delete(s.sse, st)
-	s.mu.Unlock()
-	s.wg.Done()
-}
-
-// Websockets counts the websockets not closed yet.
-func (s *Streams) Websockets() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.sockets)
-}
-
-// SSE counts the SSE streams in progress.
-func (s *Streams) SSE() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.sse)
-}
-
-// errShuttingDown ends the SSE streams at shutdown.
-var errShuttingDown = errors.New("graph: server shutting down")
-
-// Shutdown starts the close handshake with CloseGoingAway on every open
-// websocket, ends every SSE stream (the client sees it complete), does the
-// same to any opened from now on, and waits until all of them are over or
-// ctx is done.
-func (s *Streams) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	open := make([]*socket, 0, len(s.sockets))
-	for c := range s.sockets {
-		open = append(open, c)
-	}
-	for st := range s.sse {
-		st.cancel(errShuttingDown)
-	}
-	s.mu.Unlock()
-	for _, c := range open {
-		_ = c.WriteClose(CloseGoingAway, "server shutting down")
-	}
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-}
-
-// sseStream is one SSE response in progress.
-type sseStream struct {
-	cancel context.CancelCauseFunc
-}
-
-// withSSE registers every SSE request (Accept: text/event-stream) in
-// streams for as long as its handler runs, with a context Shutdown cancels.
-func withSSE(streams *Streams, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isSSE(r) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		ctx, cancel := context.WithCancelCause(r.Context())
-		st := &sseStream{cancel: cancel}
-		if streams.addSSE(st) {
-			cancel(errShuttingDown)
-		}
-		defer streams.removeSSE(st)
-		defer cancel(nil)
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
-}
-
-// isSSE reports whether r asks for server-sent events.
-func isSSE(r *http.Request) bool {
-	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
-}
-
-// socketImplementation accepts websockets with coder/websocket (the
-// library gqlgen's own adapter uses) into streams, with a bounded write
-// and a handle the resolvers can close the socket through.
 type socketImplementation struct {
 	streams *Streams
 	accept  coderws.AcceptOptions
 }
-
-var _ transport.WebsocketImplementation = socketImplementation{}
 
 func (impl socketImplementation) Accept(w http.ResponseWriter, r *http.Request, o transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
 	for k, vs := range o.ResponseHeader {
@@ -192,19 +67,16 @@ func (impl socketImplementation) Accept(w http.ResponseWriter, r *http.Request, 
 		return nil, err
 	}
 	c := &socket{conn: conn, streams: impl.streams}
-	closing := impl.streams.addSocket(c)
 	if slot, ok := r.Context().Value(socketKey{}).(*socketSlot); ok {
 		slot.set(c)
 	}
-	if closing {
-		_ = c.WriteClose(CloseGoingAway, "server shutting down")
-	}
+	impl.streams.add(c)
 	return c, nil
 }
 
 // socket is one accepted websocket. The transport reads from one goroutine
 // and serializes its writes; WriteClose may come from anywhere (the
-// transport, Sockets.Shutdown, a subscription that fell behind): the first
+// transport, Streams.Shutdown, a subscription that fell behind): the first
 // one decides the close code.
 type socket struct {
 	conn    *coderws.Conn
@@ -293,6 +165,8 @@ func (c *socket) closeAt(t time.Time, code int, reason string) {
 	c.expiry = time.AfterFunc(time.Until(t), func() { _ = c.WriteClose(code, reason) })
 }
 
+func (c *socket) end() { _ = c.WriteClose(CloseGoingAway, "server shutting down") }
+
 func (c *socket) finish() {
 	c.mu.Lock()
 	if c.finished {
@@ -304,7 +178,7 @@ func (c *socket) finish() {
 		c.expiry.Stop()
 	}
 	c.mu.Unlock()
-	c.streams.removeSocket(c)
+	c.streams.remove(c)
 }
 
 func (c *socket) Subprotocol() string { return c.conn.Subprotocol() }
@@ -371,14 +245,40 @@ func withSocketSlot(next http.Handler) http.Handler {
 	})
 }
 
-// errNoSocket is returned by closeSocket outside a websocket.
-var errNoSocket = errors.New("graph: not a websocket operation")
+// errNoSocket is returned outside a websocket.
+var errNoSocket = errors.New("web: not a websocket operation")
 
-// closeSocket starts closing the websocket ctx's operation runs on.
-func closeSocket(ctx context.Context, code int, reason string) error {
-	slot, ok := ctx.Value(socketKey{}).(*socketSlot)
-	if !ok || slot.get() == nil {
+// OnWebsocket reports whether ctx belongs to a request that came as a
+// websocket upgrade (its operations inherit that context).
+func OnWebsocket(ctx context.Context) bool {
+	_, ok := ctx.Value(socketKey{}).(*socketSlot)
+	return ok
+}
+
+// CloseSocket starts closing the websocket that ctx's operation runs on.
+func CloseSocket(ctx context.Context, code int, reason string) error {
+	c := socketFrom(ctx)
+	if c == nil {
 		return errNoSocket
 	}
-	return slot.get().WriteClose(code, reason)
+	return c.WriteClose(code, reason)
+}
+
+// CloseSocketAt starts closing the websocket that ctx's operation runs on
+// at t, unless it closes before; a later call moves the time.
+func CloseSocketAt(ctx context.Context, t time.Time, code int, reason string) error {
+	c := socketFrom(ctx)
+	if c == nil {
+		return errNoSocket
+	}
+	c.closeAt(t, code, reason)
+	return nil
+}
+
+func socketFrom(ctx context.Context) *socket {
+	slot, ok := ctx.Value(socketKey{}).(*socketSlot)
+	if !ok {
+		return nil
+	}
+	return slot.get()
 }

@@ -1,0 +1,39 @@
+// Package web is chatql's HTTP edge for the GraphQL endpoint: the body
+// limit and the status a response gets, CORS and the origin policy, the
+// websocket implementation, and the registry of long-lived streams
+// (websockets and SSE) that shutdown ends. It knows nothing of GraphQL:
+// package graph builds the gqlgen handler and wraps it with Wrap; the
+// error codes web writes are graph's, passed in Options.
+package web
+
+import "net/http"
+
+// Options configure Wrap.
+type Options struct {
+	// AllowedOrigins are the browser origins of other sites allowed to use
+	// the endpoint: CORS for HTTP, the Origin check for websockets (pass
+	// the same list to NewWebsocketImplementation). An entry is an origin
+	// (https://app.example.com), may use * in its host
+	// (https://*.example.com), or is "*" for any origin. Empty means
+	// same-origin only. Requests without an Origin header (anything but a
+	// browser) are not affected.
+	AllowedOrigins []string
+	// Streams registers the SSE streams (websockets register when
+	// accepted), so that shutdown can end them.
+	Streams *Streams
+	// ForbiddenCode is the error code of a refused cross-origin websocket.
+	ForbiddenCode string
+	// RequestErrorCode is given to the errors of a 4xx response that carry
+	// no code (the transport's own: a body it cannot decode, say).
+	RequestErrorCode string
+}
+
+// Wrap puts next, a GraphQL handler, behind the edge: the origin policy
+// first, then the body limit and status plumbing, the SSE registry, and a
+// slot that lets a websocket's operations reach their socket.
+func Wrap(next http.Handler, opts Options) http.Handler {
+	next = withSocketSlot(next)
+	next = withSSE(opts.Streams, next)
+	next = withHTTPStatus(opts.RequestErrorCode, next)
+	return withCORS(newOriginPolicy(opts.AllowedOrigins), opts.ForbiddenCode, next)
+}
