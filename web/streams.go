@@ -22,7 +22,7 @@ type stream interface {
 type Streams struct {
 	mu         sync.Mutex
 	open       map[stream]struct{}
-	websockets int // how many of open are websockets; the rest are SSE
+	websockets int  // how many of open are websockets; the rest are SSE
 	closing    bool // Shutdown began: a stream opened now is ended at once
 	wg         sync.WaitGroup
 }
