@@ -163,14 +163,3 @@ func listOf(n, child int) int {
 	}
 	return 1 + n*child
 }
-
-// InboxQuery is what a chat client's inbox screen asks for: the example in
-// the playground, and the query the tests and benchmarks measure.
-const InboxQuery = `query Inbox {
-  conversations(first: 20) { edges { node {
-    id title unreadCount
-    participants { id displayName }
-    lastMessage { id body author { id displayName } }
-    messages(first: 10) { nodes { id body createdAt author { id displayName } } }
-  } } }
-}`
