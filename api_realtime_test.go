@@ -21,6 +21,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"chatql/auth"
+	"chatql/chat"
 	"chatql/config"
 	"chatql/dbpool"
 	"chatql/graph"
@@ -54,7 +55,7 @@ type realtimeAPI struct {
 func newRealtimeAPI(t *testing.T, configure ...func(*httptest.Server)) *realtimeAPI {
 	t.Helper()
 	a := newAPI(t)
-	hub, err := realtime.New(realtime.Options{URL: a.dbURL, ApplicationName: a.appName + "-listener"})
+	hub, err := realtime.New(realtime.Options{URL: a.dbURL, ApplicationName: a.appName + "-listener", Missed: chat.MessagesSince})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +344,7 @@ func TestRealtimeRolledBack(t *testing.T) {
 		conv, alice).Scan(&ghost.ID, &ghost.ConversationID, &ghost.CreatedAt); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", realtime.Channel, ghost.Payload()); err != nil {
+	if err := realtime.Announce(ctx, dbpool.Conn(tx.Conn()), ghost); err != nil {
 		t.Fatal(err)
 	}
 	if err := tx.Rollback(ctx); err != nil {
@@ -411,7 +412,7 @@ func (r *realtimeAPI) addReplica(t *testing.T) (*httptest.Server, *realtime.Hub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hub, err := realtime.New(realtime.Options{URL: r.dbURL, ApplicationName: cfg.ApplicationName + "-listener"})
+	hub, err := realtime.New(realtime.Options{URL: r.dbURL, ApplicationName: cfg.ApplicationName + "-listener", Missed: chat.MessagesSince})
 	if err != nil {
 		t.Fatal(err)
 	}
