@@ -23,10 +23,5 @@ func (c conn) Rows(ctx context.Context, sql string, args []any, read func(pgx.Ro
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	if err := read(rows); err != nil {
-		return err
-	}
-	rows.Close()
-	return rows.Err()
+	return readAll(rows, read)
 }
