@@ -96,3 +96,27 @@ func TestPageSize(t *testing.T) {
 		wantInputError(t, err, "first")
 	}
 }
+
+// testReadsRefuseBadInput: the paged reads check their arguments whoever
+// calls them, and report bad input rather than a database error.
+func testReadsRefuseBadInput(t *testing.T, w *world) {
+	t.Parallel()
+	ctx := t.Context()
+	bad := "bogus"
+
+	_, err := chat.Inbox(ctx, w.db, w.alice.ID, 10, bad)
+	wantInputError(t, err, "after")
+	_, err = chat.Inbox(ctx, w.db, w.alice.ID, 0, "")
+	wantInputError(t, err, "first")
+	_, err = chat.Inbox(ctx, w.db, w.alice.ID, chat.MaxPageSize+1, "")
+	wantInputError(t, err, "first")
+
+	conv := w.convs[team]
+	_, err = chat.MessagePages(ctx, w.db, w.alice.ID, []chat.PageKey{{ConversationID: conv, First: 10, After: bad}})
+	wantInputError(t, err, "after")
+	_, err = chat.MessagePages(ctx, w.db, w.alice.ID, []chat.PageKey{
+		{ConversationID: conv, First: 10},
+		{ConversationID: conv, First: chat.MaxPageSize + 1},
+	})
+	wantInputError(t, err, "first")
+}
