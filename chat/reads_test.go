@@ -13,5 +13,8 @@ func TestReads(t *testing.T) {
 	t.Run("ConversationsByID", func(t *testing.T) { testConversationsByID(t, w) })
 	t.Run("ParticipantsByConversation", func(t *testing.T) { testParticipantsByConversation(t, w) })
 	t.Run("UnreadCounts", func(t *testing.T) { testUnreadCounts(t, w) })
+	t.Run("MessagePages", func(t *testing.T) { testMessagePages(t, w) })
+	t.Run("LastMessages", func(t *testing.T) { testLastMessages(t, w) })
+	t.Run("AnnouncedMessage", func(t *testing.T) { testAnnouncedMessage(t, w) })
 	t.Run("bad input", func(t *testing.T) { testReadsRefuseBadInput(t, w) })
 }
