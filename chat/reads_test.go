@@ -16,5 +16,6 @@ func TestReads(t *testing.T) {
 	t.Run("MessagePages", func(t *testing.T) { testMessagePages(t, w) })
 	t.Run("LastMessages", func(t *testing.T) { testLastMessages(t, w) })
 	t.Run("AnnouncedMessage", func(t *testing.T) { testAnnouncedMessage(t, w) })
+	t.Run("UsersByID", func(t *testing.T) { testUsersByID(t, w) })
 	t.Run("bad input", func(t *testing.T) { testReadsRefuseBadInput(t, w) })
 }
