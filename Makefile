@@ -22,6 +22,12 @@ test: postgres pgbouncer ## Run vet and the whole test suite against a real Post
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
+.PHONY: test-short
+test-short: DB_VAR = TEST_DATABASE_URL
+test-short: postgres ## The inner loop: vet and the tests without load, fault, pooler and multi-process ones (-short)
+	$(GO) vet $(PKGS)
+	$(GO) test -race -short -count=1 -timeout 5m $(PKGS)
+
 .PHONY: bench
 bench: postgres ## Benchmarks, the load matrix (16/64/256 clients, chatql vs raw SQL) and 2,000 subscribers, on a private PostgreSQL
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200x .
@@ -44,32 +50,31 @@ migrate: DB_VAR = DATABASE_URL
 migrate: postgres ## Apply pending migrations and exit
 	$(GO) run . migrate
 
+# install, when called as $(call install,PACKAGE,WHAT), installs a Debian
+# package with apt-get as root, or else stops with one line saying what to
+# install.
+define install
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(2) (apt-get install -y $(1))"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq $(1) >/dev/null || exit 1; \
+	else \
+		echo "$(2) not found: install it (sudo apt-get install $(1), or brew install $(1))$(3)"; \
+		exit 1; \
+	fi
+endef
+
 # postgres makes sure Go and, unless $(DB_VAR) names a database, the
-# PostgreSQL server binaries are present: it installs PostgreSQL as root on
-# Debian/Ubuntu, otherwise stops with one line saying what to do. The tests
-# also need PgBouncer (the pooler tests put it in front of PostgreSQL).
+# PostgreSQL server binaries are present. The tests also need PgBouncer
+# (the pooler tests put it in front of PostgreSQL).
 .PHONY: postgres
 postgres:
 	@command -v $(GO) >/dev/null 2>&1 || { echo "Go not found: install Go 1.26 or later (https://go.dev/doc/install)"; exit 1; }
 	@if [ -n "$(DB_VAR)" ] && [ -n "$${$(DB_VAR)}" ]; then exit 0; fi; \
 	if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing PostgreSQL (apt-get install -y postgresql)"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq postgresql >/dev/null || exit 1; \
-	else \
-		echo "PostgreSQL server binaries (initdb) not found: install them (sudo apt-get install postgresql, or brew install postgresql) or set DATABASE_URL"; \
-		exit 1; \
-	fi
+	$(call install,postgresql,PostgreSQL server binaries (initdb),$(if $(DB_VAR), or set $(DB_VAR)))
 
 .PHONY: pgbouncer
 pgbouncer:
 	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing PgBouncer (apt-get install -y pgbouncer)"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null || exit 1; \
-	else \
-		echo "PgBouncer not found: install it (sudo apt-get install pgbouncer, or brew install pgbouncer)"; \
-		exit 1; \
-	fi
+	$(call install,pgbouncer,PgBouncer)

@@ -19,7 +19,7 @@ import (
 
 	"chatql/dbpool"
 	"chatql/graph"
-	"chatql/localpg"
+	"chatql/localpg/pgtest"
 )
 
 // The incident chatql was built for, replayed through a real PgBouncer: a
@@ -30,7 +30,7 @@ import (
 
 // bouncerRefusals counts the clients PgBouncer turned away for
 // max_client_conn, from its log: its own side of the story.
-func bouncerRefusals(t *testing.T, b *localpg.Bouncer) int {
+func bouncerRefusals(t *testing.T, b *pgtest.Bouncer) int {
 	t.Helper()
 	content, err := os.ReadFile(b.LogFile())
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"chatql/auth"
+	"chatql/dbpool"
 	"chatql/graph"
 	"chatql/realtime"
 	"chatql/web"
@@ -155,7 +156,7 @@ func TestRealtimeRolledBack(t *testing.T) {
 		conv, alice).Scan(&ghost.ID, &ghost.ConversationID, &ghost.CreatedAt); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", realtime.Channel, ghost.Payload()); err != nil {
+	if err := realtime.Announce(ctx, dbpool.Conn(tx.Conn()), ghost); err != nil {
 		t.Fatal(err)
 	}
 	if err := tx.Rollback(ctx); err != nil {

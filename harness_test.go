@@ -52,7 +52,6 @@ import (
 	"chatql/dbpool"
 	"chatql/graph"
 	"chatql/load"
-	"chatql/localpg"
 	"chatql/localpg/pgtest"
 	"chatql/metrics"
 	"chatql/migrations"
@@ -1466,47 +1465,16 @@ func waitMetric(t testing.TB, base, name string, want float64) {
 
 // ---- PgBouncer ----
 
-// startPooler starts a PgBouncer in front of the test cluster and stops it
-// when the test ends. It skips the test when TEST_DATABASE_URL is in use:
-// PgBouncer needs the superuser password of a cluster we started.
-func startPooler(t *testing.T, mode string, maxClientConn, defaultPoolSize int) *localpg.Bouncer {
+// startPooler starts a PgBouncer in front of the test cluster (skipping
+// the test under TEST_DATABASE_URL) and stops it when the test ends.
+func startPooler(t *testing.T, mode string, maxClientConn, defaultPoolSize int) *pgtest.Bouncer {
 	t.Helper()
-	cluster := pgtest.Cluster()
-	if cluster == nil {
-		t.Skip("TEST_DATABASE_URL is in use: the pooler tests put PgBouncer in front of a throwaway local cluster, which needs its superuser password")
-	}
-	// Not t.TempDir: that is 0700, and PgBouncer runs as the postgres user
-	// when the tests run as root.
-	root, err := os.MkdirTemp("", "chatql-pgbouncer-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	if err := os.Chmod(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b, err := localpg.StartBouncer(t.Context(), localpg.BouncerOptions{
-		Dir:             filepath.Join(root, "pgbouncer"),
-		Backend:         cluster,
-		PoolMode:        mode,
-		MaxClientConn:   maxClientConn,
-		DefaultPoolSize: defaultPoolSize,
-		Logger:          slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := b.Stop(); err != nil {
-			t.Errorf("stop pgbouncer: %v", err)
-		}
-	})
-	return b
+	return pgtest.NewBouncer(t, pgtest.BouncerOptions{PoolMode: mode, MaxClientConn: maxClientConn, DefaultPoolSize: defaultPoolSize})
 }
 
 // throughBouncer returns an apiOptions.poolURL that sends the pool through
 // b: the same database and credentials, PgBouncer's host and port.
-func throughBouncer(b *localpg.Bouncer) func(string) string {
+func throughBouncer(b *pgtest.Bouncer) func(string) string {
 	return func(direct string) string {
 		u, err := url.Parse(direct)
 		if err != nil {

@@ -32,6 +32,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 
 	"chatql/auth"
+	"chatql/chat"
 	"chatql/config"
 	"chatql/dbpool"
 	"chatql/graph"
@@ -243,7 +244,9 @@ func openPool(ctx context.Context, url string, cfg config.Config, logger *slog.L
 // startListener starts the realtime hub on url; stop ends it and waits,
 // and may be called more than once.
 func startListener(ctx context.Context, url string, cfg config.Config, logger *slog.Logger) (hub *realtime.Hub, stop func(), err error) {
-	hub, err = realtime.New(realtime.Options{URL: url, ApplicationName: cfg.Pool.ApplicationName + "-listener", Logger: logger})
+	hub, err = realtime.New(realtime.Options{
+		URL: url, ApplicationName: cfg.Pool.ApplicationName + "-listener", Missed: chat.MessagesSince, Logger: logger,
+	})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,7 +1,6 @@
 package auth_test
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -446,18 +445,5 @@ func TestDummyCheck(t *testing.T) {
 	auth.DummyCheck("whatever")
 	if d := time.Since(start); d < time.Millisecond {
 		t.Errorf("DummyCheck took %v; want a real bcrypt comparison", d)
-	}
-}
-
-func TestIdentityContext(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	if _, ok := auth.IdentityFrom(ctx); ok {
-		t.Fatal("IdentityFrom(empty ctx) ok = true, want false")
-	}
-	want := auth.Identity{UserID: testUserID, Supabase: true, Email: "ada@example.com", Name: "Ada", ExpiresAt: time.Unix(1, 0)}
-	got, ok := auth.IdentityFrom(auth.WithIdentity(ctx, want))
-	if !ok || got != want {
-		t.Errorf("IdentityFrom(WithIdentity(x)) = %+v, %v; want %+v, true", got, ok, want)
 	}
 }

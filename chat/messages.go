@@ -176,16 +176,28 @@ func SendMessage(ctx context.Context, db dbpool.DB, viewer, conversationID, body
 	return msg, nil
 }
 
-// announce tells the realtime listeners about msg. NOTIFY is delivered at
-// commit, so a message rolled back is never announced. The payload carries
-// ids and the time only, never the body: listeners load the message with
-// the subscriber's rights (MessageByID).
+// announce tells the realtime listeners about msg when the transaction
+// commits.
 func announce(ctx context.Context, db dbpool.DB, msg Message) error {
-	payload := realtime.Event{ID: msg.ID, ConversationID: msg.ConversationID, CreatedAt: msg.CreatedAt}.Payload()
-	if _, err := db.Exec(ctx, "SELECT pg_notify($1, $2)", realtime.Channel, payload); err != nil {
-		return fmt.Errorf("announce message: %w", err)
+	return realtime.Announce(ctx, db, realtime.Event{ID: msg.ID, ConversationID: msg.ConversationID, CreatedAt: msg.CreatedAt})
+}
+
+// MessagesSince lists the messages of conversations created at or after
+// since, oldest first, as announcements: the realtime hub's catch-up after
+// its listener reconnects (realtime.MissedFunc).
+func MessagesSince(ctx context.Context, db dbpool.DB, conversations []string, since time.Time) ([]realtime.Event, error) {
+	events, err := dbpool.Collect(ctx, db, `
+		SELECT id::text, conversation_id::text, created_at FROM messages
+		WHERE conversation_id = ANY($1::uuid[]) AND created_at >= $2
+		ORDER BY created_at, id`, []any{conversations, since}, func(r pgx.CollectableRow) (realtime.Event, error) {
+		var e realtime.Event
+		err := r.Scan(&e.ID, &e.ConversationID, &e.CreatedAt)
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("messages since %s: %w", since.Format(time.RFC3339Nano), err)
 	}
-	return nil
+	return events, nil
 }
 
 // AnnouncedMessage loads a newly announced message with the ids of its

@@ -263,7 +263,8 @@ func (r *reader) oneOf(name, def string, allowed ...string) string {
 }
 
 func (r *reader) execMode(name string) pgx.QueryExecMode {
-	return dbpool.QueryExecModes[r.oneOf(name, "cache_statement", "cache_statement", "exec", "simple_protocol", "cache_describe")]
+	mode, _ := dbpool.QueryExecMode(r.oneOf(name, "cache_statement", "cache_statement", "exec", "simple_protocol", "cache_describe"))
+	return mode
 }
 
 func (r *reader) level(name string) slog.Level {

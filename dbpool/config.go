@@ -45,12 +45,21 @@ type Config struct {
 	LeakThreshold time.Duration
 }
 
-// QueryExecModes are the DB_QUERY_EXEC_MODE values and their pgx modes.
-var QueryExecModes = map[string]pgx.QueryExecMode{
-	"cache_statement": pgx.QueryExecModeCacheStatement,
-	"cache_describe":  pgx.QueryExecModeCacheDescribe,
-	"exec":            pgx.QueryExecModeExec,
-	"simple_protocol": pgx.QueryExecModeSimpleProtocol,
+// QueryExecMode returns the pgx mode a DB_QUERY_EXEC_MODE value names
+// (cache_statement, cache_describe, exec, simple_protocol), and false for
+// any other.
+func QueryExecMode(name string) (pgx.QueryExecMode, bool) {
+	switch name {
+	case "cache_statement":
+		return pgx.QueryExecModeCacheStatement, true
+	case "cache_describe":
+		return pgx.QueryExecModeCacheDescribe, true
+	case "exec":
+		return pgx.QueryExecModeExec, true
+	case "simple_protocol":
+		return pgx.QueryExecModeSimpleProtocol, true
+	}
+	return 0, false
 }
 
 // DefaultConfig returns QueuePool's defaults (size 5, overflow 10, timeout

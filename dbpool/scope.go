@@ -234,13 +234,19 @@ func (s *Scope) Rows(ctx context.Context, sql string, args []any, read func(pgx.
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		if err := read(rows); err != nil {
-			return err
-		}
-		rows.Close()
-		return rows.Err()
+		return readAll(rows, read)
 	})
+}
+
+// readAll hands rows to read and closes them, reporting read's error or
+// else the rows' own.
+func readAll(rows pgx.Rows, read func(pgx.Rows) error) error {
+	defer rows.Close()
+	if err := read(rows); err != nil {
+		return err
+	}
+	rows.Close()
+	return rows.Err()
 }
 
 // InTx runs fn inside a transaction on the scope's connection: every

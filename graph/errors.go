@@ -86,10 +86,7 @@ func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 			}
 			return gqlErr
 		}
-		cause := err
-		if gqlErr.Err != nil {
-			cause = gqlErr.Err
-		}
+		cause := gqlErr.Err
 		code, message := classify(cause)
 		// A client that went away needs no log line for its aborted work.
 		if (code == CodeInternal || code == CodeUnavailable) && ctx.Err() == nil {

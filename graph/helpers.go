@@ -14,10 +14,10 @@ import (
 	"chatql/graph/model"
 )
 
-// write runs a signed-in mutation in a transaction on the operation's
+// inWriteTx runs a signed-in mutation in a transaction on the operation's
 // scope. Loader caches are cleared first: earlier fields of the operation
 // may have loaded what this one changes.
-func write[T any](ctx context.Context, fn func(ctx context.Context, op *operation) (T, error)) (T, error) {
+func inWriteTx[T any](ctx context.Context, fn func(ctx context.Context, op *operation) (T, error)) (T, error) {
 	var out T
 	if _, err := requireViewer(ctx); err != nil {
 		return out, err
@@ -32,9 +32,9 @@ func write[T any](ctx context.Context, fn func(ctx context.Context, op *operatio
 	return out, err
 }
 
-// write is the method form for mutations returning a conversation.
-func (r *mutationResolver) write(ctx context.Context, fn func(ctx context.Context, op *operation) (chat.Conversation, error)) (*chat.Conversation, error) {
-	conv, err := write(ctx, fn)
+// writeConversation is inWriteTx for the mutations that return a conversation.
+func (r *mutationResolver) writeConversation(ctx context.Context, fn func(ctx context.Context, op *operation) (chat.Conversation, error)) (*chat.Conversation, error) {
+	conv, err := inWriteTx(ctx, fn)
 	if err != nil {
 		return nil, err
 	}

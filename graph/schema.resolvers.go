@@ -78,7 +78,7 @@ func (r *mutationResolver) SignIn(ctx context.Context, input model.SignInInput) 
 }
 
 func (r *mutationResolver) CreateConversation(ctx context.Context, input model.CreateConversationInput) (*chat.Conversation, error) {
-	return r.write(ctx, func(ctx context.Context, op *operation) (chat.Conversation, error) {
+	return r.writeConversation(ctx, func(ctx context.Context, op *operation) (chat.Conversation, error) {
 		return chat.CreateConversation(ctx, op.scope, op.viewerID(), chat.CreateConversationInput{
 			Title: input.Title, ParticipantIDs: input.ParticipantIds,
 		})
@@ -94,7 +94,7 @@ func (r *mutationResolver) AddParticipant(ctx context.Context, conversationID st
 	if err != nil {
 		return nil, err
 	}
-	return r.write(ctx, func(ctx context.Context, op *operation) (chat.Conversation, error) {
+	return r.writeConversation(ctx, func(ctx context.Context, op *operation) (chat.Conversation, error) {
 		return chat.AddParticipant(ctx, op.scope, op.viewerID(), convID, uid)
 	})
 }
@@ -104,7 +104,7 @@ func (r *mutationResolver) SendMessage(ctx context.Context, input model.SendMess
 	if err != nil {
 		return nil, err
 	}
-	msg, err := write(ctx, func(ctx context.Context, op *operation) (chat.Message, error) {
+	msg, err := inWriteTx(ctx, func(ctx context.Context, op *operation) (chat.Message, error) {
 		return chat.SendMessage(ctx, op.scope, op.viewerID(), convID, input.Body)
 	})
 	if err != nil {
@@ -118,7 +118,7 @@ func (r *mutationResolver) MarkConversationRead(ctx context.Context, conversatio
 	if err != nil {
 		return nil, err
 	}
-	return r.write(ctx, func(ctx context.Context, op *operation) (chat.Conversation, error) {
+	return r.writeConversation(ctx, func(ctx context.Context, op *operation) (chat.Conversation, error) {
 		return chat.MarkRead(ctx, op.scope, op.viewerID(), convID)
 	})
 }

@@ -29,8 +29,9 @@ type Metrics struct {
 // waitBuckets span a free connection (microseconds) to a pool timeout.
 var waitBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
-// New registers the pool collector for pool (which may be nil until
-// SetPool) and the runtime and process collectors.
+// New returns a registry with chatql's own metrics and the Go runtime and
+// process collectors; WatchPool, WatchHub and WatchStreams add the
+// collectors that read those components' state at scrape time.
 func New() *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),

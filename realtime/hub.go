@@ -3,6 +3,10 @@
 // LISTEN needs its session for as long as the process runs) listens on
 // Channel; the hub fans each notification out to the subscribers of its
 // conversation.
+//
+// realtime owns the announcement (Channel, Event and its payload,
+// Announce) and nothing of the chat domain: what a message is, and how to
+// find the ones a reconnect missed (Options.Missed), is chat's.
 package realtime
 
 import (
@@ -14,9 +18,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"chatql/dbpool"
 )
 
-// Channel is the NOTIFY channel chat.SendMessage announces messages on.
+// Channel is the NOTIFY channel Announce sends on.
 const Channel = "chatql_messages"
 
 // BufferSize is how many events a subscriber may fall behind before it is
@@ -46,11 +52,25 @@ type Event struct {
 	CreatedAt      time.Time `json:"createdAt"`
 }
 
-// Payload is the NOTIFY payload for e: ids and time only, never the body.
-func (e Event) Payload() string {
-	b, _ := json.Marshal(e)
-	return string(b)
+// Announce tells every listener of the database about e. NOTIFY is
+// delivered at commit, so in a transaction that rolls back nothing is
+// announced. The payload carries ids and the time only, never a body:
+// listeners load what they deliver with their subscribers' rights.
+func Announce(ctx context.Context, db dbpool.DB, e Event) error {
+	payload, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("announce: %w", err)
+	}
+	if _, err := db.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, string(payload)); err != nil {
+		return fmt.Errorf("announce: %w", err)
+	}
+	return nil
 }
+
+// MissedFunc lists the events of conversations committed at or after
+// since, oldest first, on db (the listener's connection). The hub calls it
+// after a reconnect, for the conversations it has subscribers of.
+type MissedFunc func(ctx context.Context, db dbpool.DB, conversations []string, since time.Time) ([]Event, error)
 
 // Options configure a Hub.
 type Options struct {
@@ -59,7 +79,10 @@ type Options struct {
 	URL string
 	// ApplicationName names the listener's backend in pg_stat_activity.
 	ApplicationName string
-	Logger          *slog.Logger
+	// Missed finds what was announced while the listener was down; nil
+	// skips catching up (subscribers then miss those messages).
+	Missed MissedFunc
+	Logger *slog.Logger
 }
 
 // Hub owns the listening connection and the subscribers. Subscribe and
@@ -319,21 +342,10 @@ func (h *Hub) catchUp(ctx context.Context, conn *pgx.Conn) error {
 	watermark := h.watermark
 	h.mu.Unlock()
 	since := watermark.Add(-catchUpMargin)
-	if len(convs) == 0 || watermark.IsZero() {
+	if len(convs) == 0 || watermark.IsZero() || h.opts.Missed == nil {
 		return nil
 	}
-	rows, err := conn.Query(ctx, `
-		SELECT id::text, conversation_id::text, created_at FROM messages
-		WHERE conversation_id = ANY($1::uuid[]) AND created_at >= $2
-		ORDER BY created_at, id`, convs, since)
-	if err != nil {
-		return err
-	}
-	events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Event, error) {
-		var e Event
-		err := r.Scan(&e.ID, &e.ConversationID, &e.CreatedAt)
-		return e, err
-	})
+	events, err := h.opts.Missed(ctx, dbpool.Conn(conn), convs, since)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -350,4 +351,47 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b) // never fails (crypto/rand, Go 1.24+)
 	return hex.EncodeToString(b)
+}
+
+// NewBouncer starts a PgBouncer in front of the test cluster with opts
+// (Dir, Backend and Logger are filled in) and stops it when the test ends.
+// It skips the test when TEST_DATABASE_URL is in use: PgBouncer needs the
+// superuser password of a cluster the tests started.
+func NewBouncer(t testing.TB, opts BouncerOptions) *Bouncer {
+	t.Helper()
+	cluster := Cluster()
+	if cluster == nil {
+		t.Skip("TEST_DATABASE_URL is in use: PgBouncer goes in front of a throwaway local cluster, whose superuser password it needs")
+	}
+	opts.Dir = bouncerDir(t)
+	opts.Backend = cluster
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	b, err := StartBouncer(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Stop(); err != nil {
+			t.Errorf("stop pgbouncer: %v", err)
+		}
+	})
+	return b
+}
+
+// bouncerDir returns a new directory for a PgBouncer, removed when the test
+// ends. Not t.TempDir: that is 0700, and PgBouncer runs as the server's
+// account when the tests run as root.
+func bouncerDir(t testing.TB) string {
+	t.Helper()
+	root, err := os.MkdirTemp("", "chatql-pgbouncer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(root, "pgbouncer")
 }

@@ -84,8 +84,10 @@ func TestNewDatabase(t *testing.T) {
 	}
 }
 
+// TestCluster restarts the shared cluster, so it is not parallel: it runs
+// before the package's parallel tests start, which would lose their
+// connections (and their PgBouncers' server connections) to the restart.
 func TestCluster(t *testing.T) {
-	t.Parallel()
 	c := pgtest.Cluster()
 	if c == nil {
 		t.Skip("TEST_DATABASE_URL is set: there is no throwaway cluster to restart")

@@ -1,4 +1,4 @@
-package localpg
+package pgtest
 
 import (
 	"context"
@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"chatql/localpg"
+
 	"github.com/jackc/pgx/v5"
 )
 
@@ -28,6 +30,9 @@ var ErrBouncerNotInstalled = errors.New("pgbouncer not found on PATH or in /usr/
 // before it is killed.
 const bouncerStopTimeout = 10 * time.Second
 
+// bouncerReadyTimeout bounds the wait for a started pgbouncer to answer.
+const bouncerReadyTimeout = 30 * time.Second
+
 // BouncerOptions configure a Bouncer.
 type BouncerOptions struct {
 	// Dir is the working directory for pgbouncer.ini, userlist.txt, the log
@@ -37,7 +42,7 @@ type BouncerOptions struct {
 	Dir string
 	// Backend is the cluster PgBouncer fronts, reached on 127.0.0.1 at its
 	// port as its superuser. It must be started.
-	Backend *Cluster
+	Backend *localpg.Cluster
 	// PoolMode is PgBouncer's pool_mode: "session" or "transaction".
 	PoolMode string
 	// MaxClientConn is max_client_conn: client connections beyond it are
@@ -64,14 +69,14 @@ type BouncerOptions struct {
 // while open it counts towards max_client_conn, so a test of that limit
 // must not hold one. Stop is idempotent and safe for concurrent use.
 type Bouncer struct {
-	dir      string
-	port     int
-	password string
-	logFile  string
-	logger   *slog.Logger
-	cmd      *exec.Cmd
-	exited   chan struct{} // closed when cmd.Wait has returned
-	waitErr  error         // what cmd.Wait returned; read after exited is closed
+	dir     string
+	port    int
+	backend *localpg.Cluster
+	logFile string
+	logger  *slog.Logger
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when cmd.Wait has returned
+	waitErr error         // what cmd.Wait returned; read after exited is closed
 
 	stopOnce sync.Once
 	stopErr  error
@@ -79,7 +84,7 @@ type Bouncer struct {
 
 // StartBouncer writes the configuration into opts.Dir, starts pgbouncer on
 // it and returns once it accepts connections (a query on the admin console
-// succeeds). If pgbouncer exits or does not come up within readyTimeout it is
+// succeeds). If pgbouncer exits or does not come up within bouncerReadyTimeout it is
 // stopped, and the error quotes its output.
 //
 // When this process is root, pgbouncer (which refuses to run as root) runs
@@ -96,11 +101,7 @@ func StartBouncer(ctx context.Context, opts BouncerOptions) (*Bouncer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start pgbouncer: directory %q: %w", opts.Dir, err)
 	}
-	runAs, err := serverAccount()
-	if err != nil {
-		return nil, fmt.Errorf("start pgbouncer: %w", err)
-	}
-	if err := prepareBouncerDir(dir, runAs); err != nil {
+	if err := opts.Backend.PrepareDir(dir); err != nil {
 		return nil, fmt.Errorf("start pgbouncer in %s: %w", dir, err)
 	}
 	logger := opts.Logger
@@ -117,19 +118,19 @@ func StartBouncer(ctx context.Context, opts BouncerOptions) (*Bouncer, error) {
 	for attempt := 1; ; attempt++ {
 		port := opts.Port
 		if port == 0 {
-			if port, err = freePort(); err != nil {
+			if port, err = localpg.FreePort(); err != nil {
 				return nil, fmt.Errorf("start pgbouncer: %w", err)
 			}
 		}
 		b := &Bouncer{
-			dir:      dir,
-			port:     port,
-			password: opts.Backend.password,
-			logFile:  filepath.Join(dir, "pgbouncer.log"),
-			logger:   logger,
-			exited:   make(chan struct{}),
+			dir:     dir,
+			port:    port,
+			backend: opts.Backend,
+			logFile: filepath.Join(dir, "pgbouncer.log"),
+			logger:  logger,
+			exited:  make(chan struct{}),
 		}
-		portTaken, err := b.start(ctx, program, opts, runAs)
+		portTaken, err := b.start(ctx, program, opts)
 		if err == nil {
 			logger.Info("pgbouncer started", "dir", dir, "port", port, "pool_mode", opts.PoolMode,
 				"max_client_conn", opts.MaxClientConn, "default_pool_size", opts.DefaultPoolSize)
@@ -176,40 +177,21 @@ func findBouncer() (string, error) {
 	return "", ErrBouncerNotInstalled
 }
 
-// prepareBouncerDir creates dir and gives it to the account pgbouncer runs
-// as, which writes its log and pid file there.
-func prepareBouncerDir(dir string, runAs *account) error {
-	// The parent is made 0755 explicitly, as in Open: intermediate
-	// directories must be traversable by the account.
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return err
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	if err := runAs.chown(dir); err != nil {
-		return err
-	}
-	if runAs != nil {
-		return runAs.checkTraversable(dir)
-	}
-	return nil
-}
-
 // start writes the configuration, starts the process and waits for it to be
 // ready. portTaken reports that it exited because its port was in use.
-func (b *Bouncer) start(ctx context.Context, program string, opts BouncerOptions, runAs *account) (portTaken bool, err error) {
+func (b *Bouncer) start(ctx context.Context, program string, opts BouncerOptions) (portTaken bool, err error) {
 	ini := filepath.Join(b.dir, "pgbouncer.ini")
 	userlist := filepath.Join(b.dir, "userlist.txt")
 	// Private to the account: userlist.txt holds the password, and the
 	// rest need not be anyone else's business either.
-	if err := writePrivateFile(userlist, userlistQuote(superuser)+" "+userlistQuote(b.password)+"\n", runAs); err != nil {
+	user, password := b.backend.Superuser()
+	if err := b.backend.WritePrivateFile(userlist, userlistQuote(user)+" "+userlistQuote(password)+"\n"); err != nil {
 		return false, fmt.Errorf("start pgbouncer: write %s: %w", userlist, err)
 	}
-	if err := writePrivateFile(ini, b.config(opts, userlist), runAs); err != nil {
+	if err := b.backend.WritePrivateFile(ini, b.config(opts, userlist)); err != nil {
 		return false, fmt.Errorf("start pgbouncer: write %s: %w", ini, err)
 	}
-	if err := writePrivateFile(b.logFile, "", runAs); err != nil {
+	if err := b.backend.WritePrivateFile(b.logFile, ""); err != nil {
 		return false, fmt.Errorf("start pgbouncer: create %s: %w", b.logFile, err)
 	}
 
@@ -220,11 +202,8 @@ func (b *Bouncer) start(ctx context.Context, program string, opts BouncerOptions
 	// Its own process group (a Ctrl-C meant for us is not its), but ended
 	// with us: if this process dies without Stop (a test binary killed or
 	// timed out), the kernel sends it SIGTERM. Go sets the signal after
-	// switching to runAs, which would otherwise clear it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if runAs != nil {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: runAs.uid, Gid: runAs.gid}
-	}
+	// switching to the credential, which would otherwise clear it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM, Credential: b.backend.Credential()}
 	// In the foreground pgbouncer logs to stderr as well as to its log
 	// file, and a bad configuration is reported on stderr only (the log
 	// file is not open yet), so the start of stderr is kept for the error
@@ -267,6 +246,7 @@ func (b *Bouncer) start(ctx context.Context, program string, opts BouncerOptions
 // application_name to the server connection it assigns), so nothing needs
 // ignore_startup_parameters.
 func (b *Bouncer) config(opts BouncerOptions, userlist string) string {
+	user, _ := b.backend.Superuser()
 	// DISCARD ALL returns a server connection to a clean state when its
 	// session-mode client goes away. In transaction mode PgBouncer does not
 	// run the reset query (clients may not use session state there).
@@ -284,7 +264,7 @@ func (b *Bouncer) config(opts BouncerOptions, userlist string) string {
 		"unix_socket_dir =",
 		"auth_type = plain",
 		"auth_file = " + userlist,
-		"admin_users = " + superuser,
+		"admin_users = " + user,
 		"pool_mode = " + opts.PoolMode,
 		fmt.Sprintf("max_client_conn = %d", opts.MaxClientConn),
 		fmt.Sprintf("default_pool_size = %d", opts.DefaultPoolSize),
@@ -307,13 +287,13 @@ func userlistQuote(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
 
-// waitReady waits, up to readyTimeout, for the admin console to answer a
+// waitReady waits, up to bouncerReadyTimeout, for the admin console to answer a
 // query. It gives up at once if the process exits: then whatever holds the
 // port (if anything does) is not PgBouncer, and a connection attempt could
 // wait for an answer that never comes. The admin console is exempt from
 // max_client_conn, so this works for any limit.
 func (b *Bouncer) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	ctx, cancel := context.WithTimeout(ctx, bouncerReadyTimeout)
 	defer cancel()
 	go func() {
 		select {
@@ -365,7 +345,7 @@ func (b *Bouncer) pingAdmin(ctx context.Context) error {
 func (b *Bouncer) URL(dbname string) string {
 	u := url.URL{
 		Scheme:   "postgres",
-		User:     url.UserPassword(superuser, b.password),
+		User:     url.UserPassword(b.backend.Superuser()),
 		Host:     net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port)),
 		Path:     "/" + dbname,
 		RawQuery: "sslmode=disable",

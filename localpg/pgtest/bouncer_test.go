@@ -1,4 +1,4 @@
-package localpg
+package pgtest
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,25 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
-
-// startBouncer starts a bouncer in front of c, in a directory next to the
-// cluster's, and stops it when the test ends.
-func startBouncer(t *testing.T, c *Cluster, opts BouncerOptions) *Bouncer {
-	t.Helper()
-	opts.Backend = c
-	opts.Dir = filepath.Join(filepath.Dir(c.Dir()), "bouncer")
-	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
-	b, err := StartBouncer(t.Context(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := b.Stop(); err != nil {
-			t.Errorf("stop pgbouncer: %v", err)
-		}
-	})
-	return b
-}
 
 func dialBouncer(t *testing.T, url string) (*pgx.Conn, error) {
 	t.Helper()
@@ -48,10 +28,8 @@ func dialBouncer(t *testing.T, url string) (*pgx.Conn, error) {
 // refuses clients past its limit: at connect, with a FATAL error.
 func TestBouncerClientLimit(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
-	mustStart(t, c)
-	b := startBouncer(t, c, BouncerOptions{PoolMode: "session", MaxClientConn: 2, DefaultPoolSize: 2})
-	if b.Port() == 0 || b.Port() == c.Port() {
+	b := NewBouncer(t, BouncerOptions{PoolMode: "session", MaxClientConn: 2, DefaultPoolSize: 2})
+	if c := Cluster(); b.Port() == 0 || b.Port() == c.Port() {
 		t.Fatalf("bouncer port %d (cluster %d)", b.Port(), c.Port())
 	}
 
@@ -100,10 +78,9 @@ func TestBouncerClientLimit(t *testing.T) {
 // admin console answers.
 func TestBouncerPassThrough(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
-	mustStart(t, c)
-	b := startBouncer(t, c, BouncerOptions{PoolMode: "transaction", MaxClientConn: 10, DefaultPoolSize: 2})
+	b := NewBouncer(t, BouncerOptions{PoolMode: "transaction", MaxClientConn: 10, DefaultPoolSize: 2})
 	ctx := t.Context()
+	c := Cluster()
 	if err := c.CreateDatabase(ctx, "later", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -127,8 +104,14 @@ func TestBouncerPassThrough(t *testing.T) {
 	if db != "later" || app != "through-bouncer" {
 		t.Errorf("through the bouncer: database %q, application_name %q", db, app)
 	}
-	if got := queryString(t, c.URL("postgres"), "SELECT count(*)::text FROM pg_stat_activity WHERE datname = 'later' AND application_name = 'through-bouncer'"); got != "1" {
-		t.Errorf("server connections with the client's application_name: %s, want 1", got)
+	direct, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close(ctx)
+	var server int
+	if err := direct.QueryRow(ctx, "SELECT count(*)::int FROM pg_stat_activity WHERE datname = 'later' AND application_name = 'through-bouncer'").Scan(&server); err != nil || server != 1 {
+		t.Errorf("server connections with the client's application_name: %d (%v), want 1", server, err)
 	}
 
 	admin, err := pgx.ParseConfig(b.URL("pgbouncer"))
@@ -161,9 +144,7 @@ func TestBouncerPassThrough(t *testing.T) {
 // idempotent, and nothing listens on its port afterwards.
 func TestBouncerStop(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
-	mustStart(t, c)
-	b := startBouncer(t, c, BouncerOptions{PoolMode: "session", MaxClientConn: 5, DefaultPoolSize: 1})
+	b := NewBouncer(t, BouncerOptions{PoolMode: "session", MaxClientConn: 5, DefaultPoolSize: 1})
 	if _, err := dialBouncer(t, b.URL("postgres")); err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +165,10 @@ func TestBouncerStop(t *testing.T) {
 }
 
 func TestStartBouncerRejectsBadOptions(t *testing.T) {
-	c := &Cluster{port: 5432}
+	c := Cluster()
+	if c == nil {
+		t.Skip("TEST_DATABASE_URL is in use: no local cluster to put PgBouncer in front of")
+	}
 	for _, tc := range []struct {
 		name string
 		opts BouncerOptions
@@ -207,8 +191,10 @@ func TestStartBouncerRejectsBadOptions(t *testing.T) {
 // left running.
 func TestStartBouncerFailureQuotesOutput(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
-	mustStart(t, c)
+	c := Cluster()
+	if c == nil {
+		t.Skip("TEST_DATABASE_URL is in use: no local cluster to put PgBouncer in front of")
+	}
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +203,7 @@ func TestStartBouncerFailureQuotesOutput(t *testing.T) {
 	port := taken.Addr().(*net.TCPAddr).Port
 
 	b, err := StartBouncer(t.Context(), BouncerOptions{
-		Dir:             filepath.Join(filepath.Dir(c.Dir()), "bouncer"),
+		Dir:             bouncerDir(t),
 		Backend:         c,
 		PoolMode:        "session",
 		MaxClientConn:   1,
