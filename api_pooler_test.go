@@ -99,6 +99,27 @@ type loadResult struct {
 	elapsed      time.Duration
 }
 
+// expectAllOK fails unless every request of the phase, of which there
+// were some, succeeded.
+func (r loadResult) expectAllOK(t *testing.T, phase string) {
+	t.Helper()
+	if r.ok != r.requests || r.requests == 0 {
+		t.Errorf("%s: %d of %d requests failed; first failures:\n%s", phase, r.requests-r.ok, r.requests, strings.Join(r.failures, "\n"))
+	}
+}
+
+// expectWithinBudget fails if the server saw more connections than budget,
+// or the pools had more open, or PgBouncer refused anyone.
+func expectWithinBudget(t *testing.T, budget, maxServer, maxPool, refused int) {
+	t.Helper()
+	if maxServer > budget || maxPool > budget {
+		t.Errorf("saw %d server and %d pool connections, the budget is %d", maxServer, maxPool, budget)
+	}
+	if refused != 0 {
+		t.Errorf("PgBouncer refused %d clients", refused)
+	}
+}
+
 func (r loadResult) perSecond() float64 { return float64(r.requests) / r.elapsed.Seconds() }
 
 func (r loadResult) String() string {
@@ -249,15 +270,8 @@ func TestPoolerSessionModeSupabaseBlock(t *testing.T) {
 	t.Logf("at most %d server connections, %d pool connections; PgBouncer refused %d clients; pool %+v",
 		maxServer, maxPool, refused, a.pool.Stats())
 
-	if res.ok != res.requests || res.requests == 0 {
-		t.Errorf("%d of %d requests failed; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
-	}
-	if maxServer > 5 || maxPool > 5 {
-		t.Errorf("saw %d server and %d pool connections, the budget is 5", maxServer, maxPool)
-	}
-	if refused != 0 {
-		t.Errorf("PgBouncer refused %d clients", refused)
-	}
+	res.expectAllOK(t, "load")
+	expectWithinBudget(t, 5, maxServer, maxPool, refused)
 	a.waitReleased()
 }
 
@@ -430,9 +444,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 	// Concurrent load: more chatql connections than server connections.
 	res := runLoad(t, []*testAPI{a}, bob.Token, map[string]any{"query": graph.InboxQuery}, 32, 3*time.Second, 45*time.Second)
 	t.Logf("transaction pooler (2 server connections), exec mode, 32 clients for 3 s: %s", res)
-	if res.ok != res.requests || res.requests == 0 {
-		t.Errorf("%d of %d requests failed in exec mode; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
-	}
+	res.expectAllOK(t, "exec mode")
 	a.waitReleased()
 
 	// simple_protocol, the other mode the README offers for transaction
@@ -447,9 +459,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 	simple := a.replica(t, through(pgx.QueryExecModeSimpleProtocol))
 	res = runLoad(t, []*testAPI{simple}, bob.Token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
 	t.Logf("transaction pooler, simple_protocol mode, 16 clients for 2 s: %s", res)
-	if res.ok != res.requests || res.requests == 0 {
-		t.Errorf("%d of %d requests failed in simple_protocol mode; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
-	}
+	res.expectAllOK(t, "simple_protocol mode")
 	simple.waitReleased()
 
 	// The default mode, cache_statement, on the same pooler and database:
@@ -497,15 +507,8 @@ func TestPoolerReplicasShareBudget(t *testing.T) {
 		t.Logf("replica %d: %+v", i+1, r.pool.Stats())
 	}
 
-	if res.ok != res.requests || res.requests == 0 {
-		t.Errorf("%d of %d requests failed; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
-	}
-	if maxServer > 6 || maxPool > 6 {
-		t.Errorf("saw %d server and %d pool connections, the budget is 6", maxServer, maxPool)
-	}
-	if refused != 0 {
-		t.Errorf("PgBouncer refused %d clients", refused)
-	}
+	res.expectAllOK(t, "load")
+	expectWithinBudget(t, 6, maxServer, maxPool, refused)
 	for _, r := range replicas {
 		r.waitReleased()
 	}

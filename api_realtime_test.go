@@ -28,20 +28,48 @@ import (
 // server with a running hub, and send messages with the sendMessage
 // mutation over HTTP to the same server.
 
+// aliceAndBob starts a server with a listener, and in it Alice, Bob and a
+// conversation of theirs: the cast of most of these tests.
+func aliceAndBob(t *testing.T) (a *testAPI, alice, aliceToken, bob, bobToken, conv string) {
+	t.Helper()
+	a = newRealtimeAPI(t)
+	alice, aliceToken = a.user("Alice")
+	bob, bobToken = a.user("Bob")
+	conv = a.conversation("ab", []string{alice, bob})
+	return a, alice, aliceToken, bob, bobToken, conv
+}
+
+// subscriber signs in to base as the bearer of token and subscribes to
+// conv's messages as "1".
+func subscriber(t *testing.T, base, token, conv string) *wsClient {
+	t.Helper()
+	c := connectWS(t, base, token)
+	c.subscribeMessages("1", conv)
+	return c
+}
+
+// annsStream starts a server with a listener (adjusted), and in it Ann, a
+// conversation of her own and her subscription to it over server-sent
+// events, registered.
+func annsStream(t *testing.T, adjust ...func(*apiOptions)) (a *testAPI, token, conv string, sse *sseStream) {
+	t.Helper()
+	a = newRealtimeAPI(t, adjust...)
+	ann, token := a.user("Ann")
+	conv = a.conversation("", []string{ann})
+	sse = openSSE(t, a.srv.URL, token, messagesRequest(conv))
+	a.waitSubscribers(1)
+	return a, token, conv, sse
+}
+
 // TestRealtimeMessageAdded: a participant receives its conversation's new
 // messages in order, never another conversation's, and no connection is
 // checked out between events.
 func TestRealtimeMessageAdded(t *testing.T) {
 	t.Parallel()
-	a := newRealtimeAPI(t)
-	alice, aliceToken := a.user("Alice")
-	bob, bobToken := a.user("Bob")
+	a, alice, aliceToken, _, bobToken, conv := aliceAndBob(t)
 	carol, carolToken := a.user("Carol")
-	conv := a.conversation("ab", []string{alice, bob})
 	other := a.conversation("ac", []string{alice, carol})
-
-	c := connectWS(t, a.srv.URL, bobToken)
-	c.subscribeMessages("1", conv)
+	c := subscriber(t, a.srv.URL, bobToken, conv)
 	a.waitSubscribers(1)
 	if n := a.pool.Stats().CheckedOut; n != 0 {
 		t.Fatalf("subscribed: %d connections checked out, want 0", n)
@@ -75,11 +103,8 @@ func TestRealtimeMessageAdded(t *testing.T) {
 // BAD_USER_INPUT, an anonymous socket UNAUTHENTICATED; none subscribes.
 func TestRealtimeRefused(t *testing.T) {
 	t.Parallel()
-	a := newRealtimeAPI(t)
-	alice, _ := a.user("Alice")
-	bob, _ := a.user("Bob")
+	a, _, _, _, _, conv := aliceAndBob(t)
 	_, carolToken := a.user("Carol")
-	conv := a.conversation("ab", []string{alice, bob})
 
 	c := connectWS(t, a.srv.URL, carolToken)
 	c.subscribeMessages("1", conv)
@@ -133,12 +158,8 @@ func TestRealtimeBadToken(t *testing.T) {
 // nothing, and a NOTIFY in a rolled-back transaction is never delivered.
 func TestRealtimeRolledBack(t *testing.T) {
 	t.Parallel()
-	a := newRealtimeAPI(t)
-	alice, aliceToken := a.user("Alice")
-	bob, bobToken := a.user("Bob")
-	conv := a.conversation("ab", []string{alice, bob})
-	c := connectWS(t, a.srv.URL, bobToken)
-	c.subscribeMessages("1", conv)
+	a, alice, aliceToken, _, bobToken, conv := aliceAndBob(t)
+	c := subscriber(t, a.srv.URL, bobToken, conv)
 	a.waitSubscribers(1)
 
 	resp := a.post(aliceToken, sendMessageMutation, map[string]any{"c": conv, "b": strings.Repeat("x", 4001)})
@@ -177,12 +198,8 @@ func TestRealtimeRolledBack(t *testing.T) {
 // sent before it is back arrive after the reconnect, in order, once each.
 func TestRealtimeCatchUp(t *testing.T) {
 	t.Parallel()
-	a := newRealtimeAPI(t)
-	alice, aliceToken := a.user("Alice")
-	bob, bobToken := a.user("Bob")
-	conv := a.conversation("ab", []string{alice, bob})
-	c := connectWS(t, a.srv.URL, bobToken)
-	c.subscribeMessages("1", conv)
+	a, _, aliceToken, _, bobToken, conv := aliceAndBob(t)
+	c := subscriber(t, a.srv.URL, bobToken, conv)
 	a.waitSubscribers(1)
 
 	var want []string
@@ -218,16 +235,11 @@ func TestRealtimeCatchUp(t *testing.T) {
 // subscriber connected to replica B; Postgres NOTIFY is the bus.
 func TestRealtimeCrossReplica(t *testing.T) {
 	t.Parallel()
-	a := newRealtimeAPI(t)
-	ann, annToken := a.user("Ann")
-	bob, bobToken := a.user("Bob")
-	conv := a.conversation("", []string{ann, bob})
+	a, _, aliceToken, _, bobToken, conv := aliceAndBob(t)
 	replica := a.replica(t, withRealtime)
-
-	c := connectWS(t, replica.srv.URL, bobToken)
-	c.subscribeMessages("1", conv)
+	c := subscriber(t, replica.srv.URL, bobToken, conv)
 	replica.waitSubscribers(1)
-	id := a.sendMessage(annToken, conv, "across replicas")
+	id := a.sendMessage(aliceToken, conv, "across replicas")
 	if got := c.nextMessage("1"); got.ID != id || got.Body != "across replicas" {
 		t.Fatalf("replica B got %+v, want message %s", got, id)
 	}
@@ -236,11 +248,7 @@ func TestRealtimeCrossReplica(t *testing.T) {
 // TestRealtimeSSE: the same subscription over server-sent events.
 func TestRealtimeSSE(t *testing.T) {
 	t.Parallel()
-	a := newRealtimeAPI(t)
-	ann, token := a.user("Ann")
-	conv := a.conversation("", []string{ann})
-	sse := openSSE(t, a.srv.URL, token, messagesRequest(conv))
-	a.waitSubscribers(1)
+	a, token, conv, sse := annsStream(t)
 	id := a.sendMessage(token, conv, "over SSE")
 	if ev := sse.nextMessage(); ev.ID != id || ev.Body != "over SSE" {
 		t.Fatalf("event %+v, want message %s", ev, id)
@@ -253,13 +261,9 @@ func TestRealtimeSSE(t *testing.T) {
 func TestRealtimeSSEOutlivesServerTimeouts(t *testing.T) {
 	t.Parallel()
 	const writeTimeout = 500 * time.Millisecond
-	a := newRealtimeAPI(t, func(o *apiOptions) {
+	a, token, conv, sse := annsStream(t, func(o *apiOptions) {
 		o.server = func(s *httptest.Server) { s.Config.WriteTimeout, s.Config.ReadTimeout = writeTimeout, writeTimeout }
 	})
-	ann, token := a.user("Ann")
-	conv := a.conversation("", []string{ann})
-	sse := openSSE(t, a.srv.URL, token, messagesRequest(conv))
-	a.waitSubscribers(1)
 	for i := range 3 {
 		// Not synchronisation: the point of the test is that the server's
 		// timeouts pass while the stream is open.
@@ -308,13 +312,8 @@ func dialSmallBuffer(t *testing.T, a *testAPI, token string) *websocket.Conn {
 // conversation receives every message in order.
 func TestRealtimeSlowConsumer(t *testing.T) {
 	t.Parallel()
-	a := newRealtimeAPI(t)
-	alice, aliceToken := a.user("Alice")
-	bob, bobToken := a.user("Bob")
-	conv := a.conversation("ab", []string{alice, bob})
-
-	fast := connectWS(t, a.srv.URL, bobToken)
-	fast.subscribeMessages("1", conv)
+	a, _, aliceToken, _, bobToken, conv := aliceAndBob(t)
+	fast := subscriber(t, a.srv.URL, bobToken, conv)
 	slow := dialSmallBuffer(t, a, bobToken)
 	payload, _ := json.Marshal(messagesRequest(conv))
 	if err := wsjson.Write(context.Background(), slow, wsMessage{ID: "1", Type: "subscribe", Payload: payload}); err != nil {
@@ -379,11 +378,7 @@ func TestRealtimeSlowConsumer(t *testing.T) {
 // socket whose connection_init payload is not an object is closed.
 func TestRealtimeLegacyProtocol(t *testing.T) {
 	t.Parallel()
-	a := newRealtimeAPI(t)
-	alice, aliceToken := a.user("Alice")
-	bob, bobToken := a.user("Bob")
-	conv := a.conversation("ab", []string{alice, bob})
-
+	a, _, aliceToken, _, bobToken, conv := aliceAndBob(t)
 	dial := func() *wsClient {
 		c, resp, err := dialWS(t, a.srv.URL, wsDial{subprotocol: "graphql-ws"})
 		if err != nil {
@@ -429,10 +424,7 @@ func TestRealtimeLegacyProtocol(t *testing.T) {
 // and one for the announcement, not one per subscriber.
 func TestRealtimeFanOutOneLoad(t *testing.T) {
 	t.Parallel()
-	a := newRealtimeAPI(t)
-	alice, aliceToken := a.user("Alice")
-	bob, bobToken := a.user("Bob")
-	conv := a.conversation("ab", []string{alice, bob})
+	a, _, aliceToken, _, bobToken, conv := aliceAndBob(t)
 	const subscribers = 20
 	const query = `subscription Added($c: ID!) { messageAdded(conversationId: $c) { id body author { id displayName } } }`
 	clients := make([]*wsClient, subscribers)
@@ -465,11 +457,7 @@ func TestRealtimeFanOutOneLoad(t *testing.T) {
 // subscription errors do not exist on SSE and must not be reached for.
 func TestRealtimeSSEHubStops(t *testing.T) {
 	t.Parallel()
-	a := newRealtimeAPI(t)
-	ann, token := a.user("Ann")
-	conv := a.conversation("", []string{ann})
-	sse := openSSE(t, a.srv.URL, token, messagesRequest(conv))
-	a.waitSubscribers(1)
+	a, _, _, sse := annsStream(t)
 	a.stopHub()
 	if err := sse.completes(); err != nil {
 		t.Fatal(err)
@@ -480,10 +468,7 @@ func TestRealtimeSSEHubStops(t *testing.T) {
 // 4403 when the token expires: a subscription outlives no sign-in.
 func TestRealtimeTokenExpiry(t *testing.T) {
 	t.Parallel()
-	a := newRealtimeAPI(t)
-	alice, aliceToken := a.user("Alice")
-	bob, _ := a.user("Bob")
-	conv := a.conversation("ab", []string{alice, bob})
+	a, _, aliceToken, bob, _, conv := aliceAndBob(t)
 	short, err := auth.NewTokens(apiSecret, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -492,8 +477,7 @@ func TestRealtimeTokenExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := connectWS(t, a.srv.URL, bobToken)
-	c.subscribeMessages("1", conv)
+	c := subscriber(t, a.srv.URL, bobToken, conv)
 	a.waitSubscribers(1)
 	id := a.sendMessage(aliceToken, conv, "before expiry")
 	if ev := c.nextMessage("1"); ev.ID != id {
@@ -518,14 +502,9 @@ func TestRealtimeTokenExpiry(t *testing.T) {
 // subscription ends, while the others still receive the message.
 func TestRealtimeRemovedParticipant(t *testing.T) {
 	t.Parallel()
-	a := newRealtimeAPI(t)
-	alice, aliceToken := a.user("Alice")
-	bob, bobToken := a.user("Bob")
-	conv := a.conversation("ab", []string{alice, bob})
-	stays := connectWS(t, a.srv.URL, aliceToken)
-	stays.subscribeMessages("1", conv)
-	leaves := connectWS(t, a.srv.URL, bobToken)
-	leaves.subscribeMessages("1", conv)
+	a, _, aliceToken, bob, bobToken, conv := aliceAndBob(t)
+	stays := subscriber(t, a.srv.URL, aliceToken, conv)
+	leaves := subscriber(t, a.srv.URL, bobToken, conv)
 	a.waitSubscribers(2)
 
 	if _, err := a.admin.Exec(context.Background(),

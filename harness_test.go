@@ -478,6 +478,30 @@ func (a *testAPI) count(sql string, args ...any) int {
 	return n
 }
 
+// rowCounts are the row counts of the tables a write may touch.
+type rowCounts map[string]int
+
+// rows counts the rows of every table a write may touch.
+func (a *testAPI) rows() rowCounts {
+	a.t.Helper()
+	n := rowCounts{}
+	for _, table := range []string{"users", "conversations", "conversation_participants", "messages"} {
+		n[table] = a.count("SELECT count(*)::int FROM " + table)
+	}
+	return n
+}
+
+// expectRows fails, saying after what, for every table whose row count is
+// not what before says.
+func (a *testAPI) expectRows(after string, before rowCounts) {
+	a.t.Helper()
+	for table, n := range a.rows() {
+		if n != before[table] {
+			a.t.Errorf("%d rows in %s after %s, want %d", n, table, after, before[table])
+		}
+	}
+}
+
 // backends counts this API's server connections in pg_stat_activity.
 func (a *testAPI) backends() int {
 	a.t.Helper()
