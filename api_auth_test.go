@@ -210,7 +210,7 @@ func TestSupabaseRefused(t *testing.T) {
 		t.Errorf("%d users, want only Ann", got)
 	}
 
-	off := newAPI(t, func(o *apiOptions) { o.autoProvision = false })
+	off := a.replica(t, func(o *apiOptions) { o.autoProvision = false })
 	sub := uuid.NewString()
 	r := off.post(signed(t, jwt.SigningMethodHS256, apiSecret, supabaseClaims(sub, "sue@example.com", "Sue Pabase")), meQuery, nil)
 	expectUnauthenticated(t, "auto-provisioning off", r)

@@ -422,7 +422,7 @@ func TestIntrospection(t *testing.T) {
 		t.Errorf("introspection does not list Conversation: %.300s", r.Raw)
 	}
 
-	off := newAPI(t, func(o *apiOptions) { o.introspection = false })
+	off := on.replica(t, func(o *apiOptions) { o.introspection = false })
 	for _, q := range []string{"{ __schema { types { name } } }", `{ __type(name: "User") { name } }`} {
 		r := off.post("", q, nil)
 		checkProtocol(t, r)

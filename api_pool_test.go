@@ -312,10 +312,7 @@ func TestReleaseOnClientDisconnect(t *testing.T) {
 // prompt 503 with DB_UNAVAILABLE, not a pool timeout or an internal error.
 func TestDatabaseUnavailable(t *testing.T) {
 	t.Parallel()
-	a := newAPI(t, func(o *apiOptions) {
-		o.pool.Timeout = 30 * time.Second
-		o.poolURL = func(string) string { return "postgres://nobody@127.0.0.1:1/none?sslmode=disable" }
-	})
+	a := newAPIWithoutDatabase(t, "postgres://nobody@127.0.0.1:1/none?sslmode=disable", func(o *apiOptions) { o.pool.Timeout = 30 * time.Second })
 	// A token for a user the database would have, had it answered.
 	token, _, err := a.tokens.Issue("00000000-0000-4000-8000-000000000001")
 	if err != nil {

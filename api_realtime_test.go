@@ -311,6 +311,7 @@ func dialSmallBuffer(t *testing.T, a *testAPI, token string) *websocket.Conn {
 // naming SUBSCRIPTION_TOO_SLOW, while another subscriber to the same
 // conversation receives every message in order.
 func TestRealtimeSlowConsumer(t *testing.T) {
+	skipInShort(t, "hundreds of large messages until the drop")
 	t.Parallel()
 	a, _, aliceToken, _, bobToken, conv := aliceAndBob(t)
 	fast := subscriber(t, a.srv.URL, bobToken, conv)

@@ -205,11 +205,24 @@ func newAPI(t testing.TB, adjust ...func(*apiOptions)) *testAPI {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { admin.Close(context.Background()) })
+	return startAPI(t, dbURL, admin, testTokens(t), adjust)
+}
+
+// newAPIWithoutDatabase starts a server whose pool connects to url, where
+// no database need answer; it has no admin connection, so no fixtures.
+func newAPIWithoutDatabase(t testing.TB, url string, adjust ...func(*apiOptions)) *testAPI {
+	t.Helper()
+	return startAPI(t, url, nil, testTokens(t), adjust)
+}
+
+// testTokens issues and checks tokens signed with testSecret.
+func testTokens(t testing.TB) *auth.Tokens {
+	t.Helper()
 	tokens, err := auth.NewTokens(apiSecret, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startAPI(t, dbURL, admin, tokens, adjust)
+	return tokens
 }
 
 // newRealtimeAPI is newAPI with a listener that is listening.
@@ -1409,10 +1422,7 @@ func seedClients(t testing.TB, dbURL string, ds load.DataSet, n int) []load.Clie
 	if _, err := load.Seed(ctx, conn, ds); err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := auth.NewTokens(apiSecret, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tokens := testTokens(t)
 	cs, err := load.Clients(ctx, conn, n, func(id string) (string, error) {
 		tok, _, err := tokens.Issue(id)
 		return tok, err
