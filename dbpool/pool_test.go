@@ -325,7 +325,7 @@ func TestSlowAcquireWarning(t *testing.T) {
 	t.Parallel()
 	// A threshold far above what opening a connection takes on a loaded
 	// machine, far below the pool timeout a queued acquire waits out.
-	cfg := config(1, 0, 3*time.Second)
+	cfg := config(1, 0, 2*time.Second)
 	cfg.SlowAcquire = time.Second
 	p, buf := newLoggedPool(t, cfg)
 	ctx := context.Background()
@@ -336,7 +336,7 @@ func TestSlowAcquireWarning(t *testing.T) {
 		t.Fatalf("a fast acquire was reported slow:\n%s", buf.String())
 	}
 	hold(t, p.Pool)
-	_ = p.Ping(ctx) // times out after 3 s
+	_ = p.Ping(ctx) // times out after 2 s
 	out := buf.String()
 	for _, want := range []string{"slow connection acquire", "total=1", "active=1", "idle=0", "max_connections=1"} {
 		if !strings.Contains(out, want) {

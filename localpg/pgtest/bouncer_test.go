@@ -17,6 +17,7 @@ import (
 // serves two clients and refuses the third the way Supabase's pooler
 // refuses clients past its limit: at connect, with a FATAL error.
 func TestBouncerClientLimit(t *testing.T) {
+	skipInShort(t, "starts PgBouncer")
 	t.Parallel()
 	b := NewBouncer(t, BouncerOptions{PoolMode: "session", MaxClientConn: 2, DefaultPoolSize: 2})
 	if c := Cluster(); b.Port() == 0 || b.Port() == c.Port() {
@@ -60,6 +61,7 @@ func TestBouncerClientLimit(t *testing.T) {
 // created after the start, application_name arrives at the server, and the
 // admin console answers.
 func TestBouncerPassThrough(t *testing.T) {
+	skipInShort(t, "starts PgBouncer")
 	t.Parallel()
 	b := NewBouncer(t, BouncerOptions{PoolMode: "transaction", MaxClientConn: 10, DefaultPoolSize: 2})
 	ctx := t.Context()
@@ -122,6 +124,7 @@ func TestBouncerPassThrough(t *testing.T) {
 // TestBouncerStop: Stop ends PgBouncer with clients still connected, is
 // idempotent, and nothing listens on its port afterwards.
 func TestBouncerStop(t *testing.T) {
+	skipInShort(t, "starts PgBouncer")
 	t.Parallel()
 	b := NewBouncer(t, BouncerOptions{PoolMode: "session", MaxClientConn: 5, DefaultPoolSize: 1})
 	if _, err := dialBouncer(t, b.URL("postgres")); err != nil {
@@ -172,6 +175,7 @@ func TestStartBouncerRejectsBadOptions(t *testing.T) {
 // port is taken) is reported with PgBouncer's own complaint, and is not
 // left running.
 func TestStartBouncerFailureQuotesOutput(t *testing.T) {
+	skipInShort(t, "starts PgBouncer")
 	t.Parallel()
 	c := Cluster()
 	if c == nil {

@@ -17,6 +17,14 @@ func TestMain(m *testing.M) {
 	os.Exit(Main(m, migrate))
 }
 
+// skipInShort skips t under -short, saying why it takes long.
+func skipInShort(t *testing.T, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(why + ": not in -short")
+	}
+}
+
 // migrate stands in for chatql/migrations.Up: one table is enough to tell a
 // migrated database from a blank one.
 func migrate(ctx context.Context, databaseURL string) error {

@@ -56,6 +56,7 @@ func TestNewDatabase(t *testing.T) {
 // before the package's parallel tests start, which would lose their
 // connections (and their PgBouncers' server connections) to the restart.
 func TestCluster(t *testing.T) {
+	skipInShort(t, "restarts the cluster")
 	c := Cluster()
 	if c == nil {
 		t.Skip("TEST_DATABASE_URL is set: there is no throwaway cluster to restart")
