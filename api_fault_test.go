@@ -172,7 +172,7 @@ func faultCheckNothingLost(t testing.TB, conn *pgx.Conn, l *faultLedger) {
 type faultResult struct {
 	start time.Time
 	took  time.Duration
-	resp  *gqlResponse // nil on a transport error
+	resp  *gqlResponse // nil on a transport error or a body not JSON
 	err   error
 }
 
