@@ -340,7 +340,7 @@ func TestFaultPostgresRestart(t *testing.T) {
 	load := startFaultLoad(t, c, token, convs, ledger, 16, 8)
 
 	began := time.Now()
-	waitFor(t, 10*time.Second, "load warming up", func() bool { return load.successesSince(began) >= 50 })
+	waitFor(t, 20*time.Second, "load warming up", func() bool { return load.successesSince(began) >= 50 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -353,12 +353,12 @@ func TestFaultPostgresRestart(t *testing.T) {
 	// The database accepts connections again: the service must too.
 	var last *gqlResponse
 	var lastErr error
-	recovered := waitFor(t, 10*time.Second, "a success after the restart", func() bool {
+	recovered := waitFor(t, 20*time.Second, "a success after the restart", func() bool {
 		last, lastErr = c.query(ctx, token, "{ me { id } }", nil)
 		return last.ok()
 	}, func() string { return fmt.Sprintf("last: %v %+v", lastErr, last) })
 	healed := time.Now()
-	waitFor(t, 10*time.Second, "load after the restart", func() bool { return load.successesSince(healed) >= 50 })
+	waitFor(t, 20*time.Second, "load after the restart", func() bool { return load.successesSince(healed) >= 50 })
 	results := load.finish()
 
 	sum := summarize(results)
@@ -385,7 +385,7 @@ func TestFaultPostgresRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close(context.Background())
-	waitFor(t, 5*time.Second, "idle connections within the pool size", func() bool {
+	waitFor(t, 20*time.Second, "idle connections within the pool size", func() bool {
 		n, err := countBackends(admin, a.appName)
 		if err != nil {
 			t.Fatal(err)
@@ -415,7 +415,7 @@ func TestFaultBackendsKilled(t *testing.T) {
 	killed := 0
 	since := time.Now()
 	for round := 1; round <= 3; round++ {
-		waitFor(t, 10*time.Second, "load running", func() bool {
+		waitFor(t, 20*time.Second, "load running", func() bool {
 			return load.successesSince(since) >= 30 && a.backends() > 0
 		})
 		// pg_terminate_backend in the select list, not in WHERE: Postgres
@@ -438,10 +438,10 @@ func TestFaultBackendsKilled(t *testing.T) {
 		}
 		killed += n
 		since = time.Now()
-		healedIn := waitFor(t, 5*time.Second, "success after the kill", func() bool { return load.successesSince(since) > 0 })
+		healedIn := waitFor(t, 20*time.Second, "success after the kill", func() bool { return load.successesSince(since) > 0 })
 		t.Logf("round %d: terminated %d backends; a request started after it succeeded within %s", round, n, healedIn.Round(time.Millisecond))
 	}
-	waitFor(t, 10*time.Second, "load after the last round", func() bool { return load.successesSince(since) >= 30 })
+	waitFor(t, 20*time.Second, "load after the last round", func() bool { return load.successesSince(since) >= 30 })
 	results := load.finish()
 
 	sum := summarize(results)
@@ -456,7 +456,7 @@ func TestFaultBackendsKilled(t *testing.T) {
 		t.Errorf("invalid is 0 after %d backends were killed", killed)
 	}
 	a.waitReleased()
-	waitFor(t, 5*time.Second, "idle connections within the pool size", func() bool { return a.backends() <= size })
+	waitFor(t, 20*time.Second, "idle connections within the pool size", func() bool { return a.backends() <= size })
 	faultCheckNothingLost(t, a.admin, ledger)
 }
 
@@ -488,7 +488,7 @@ func TestFaultDatabaseStall(t *testing.T) {
 			blocked <- r
 		}()
 	}
-	waitFor(t, 5*time.Second, "every connection blocked on the lock", func() bool { return a.lockWaiters() == stuck })
+	waitFor(t, 20*time.Second, "every connection blocked on the lock", func() bool { return a.lockWaiters() == stuck })
 
 	// While stalled: 16 clients, a write then a read each, and a monitor
 	// polling /health/db-pool meanwhile.
@@ -675,7 +675,7 @@ func TestFaultClientsHangUp(t *testing.T) {
 	wg.Wait()
 	wall := time.Since(start)
 	a.waitReleased()
-	waitFor(t, 5*time.Second, "no statement left running on the server", func() bool {
+	waitFor(t, 20*time.Second, "no statement left running on the server", func() bool {
 		return a.count("SELECT count(*)::int FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle'", a.appName) == 0
 	})
 

@@ -44,7 +44,7 @@ func TestLeakWarning(t *testing.T) {
 		r, err := a.client.query(context.Background(), token, fmt.Sprintf(`mutation SlowRead { markConversationRead(conversationId: %q) { id } }`, conv), nil)
 		done <- result{r, err}
 	}()
-	waitFor(t, 10*time.Second, "a leak warning", func() bool { return strings.Contains(logs.String(), "possible leak") },
+	waitFor(t, 20*time.Second, "a leak warning", func() bool { return strings.Contains(logs.String(), "possible leak") },
 		func() string { return "log:\n" + logs.String() })
 	unlock()
 	if res := <-done; !res.r.ok() {

@@ -113,7 +113,7 @@ func TestMetricsCountWorkload(t *testing.T) {
 	if killed != 1 {
 		t.Fatalf("terminated %d backends, want 1", killed)
 	}
-	waitFor(t, 5*time.Second, "the terminated backend to go", func() bool { return a.backends() == 0 })
+	waitFor(t, 20*time.Second, "the terminated backend to go", func() bool { return a.backends() == 0 })
 	if r := a.post(token, "{ me { id } }", nil); len(r.Errors) > 0 {
 		t.Fatalf("query after terminate: %s", r.Raw)
 	}

@@ -295,7 +295,7 @@ func TestReleaseOnClientDisconnect(t *testing.T) {
 			t.Errorf("request: %v", err)
 		}
 	}()
-	waitFor(t, 5*time.Second, "the mutation to block on the lock", func() bool { return a.lockWaiters() > 0 })
+	waitFor(t, 20*time.Second, "the mutation to block on the lock", func() bool { return a.lockWaiters() > 0 })
 	hangUp()
 	<-done
 	a.waitReleased() // while the lock is still held

@@ -148,7 +148,7 @@ func TestSubscriptionEndsGoroutines(t *testing.T) {
 // waitGoroutines waits until the process is back to at most n goroutines.
 func waitGoroutines(t *testing.T, n int) {
 	t.Helper()
-	waitFor(t, 5*time.Second, fmt.Sprintf("at most %d goroutines", n), func() bool { return runtime.NumGoroutine() <= n },
+	waitFor(t, 20*time.Second, fmt.Sprintf("at most %d goroutines", n), func() bool { return runtime.NumGoroutine() <= n },
 		func() string {
 			buf := make([]byte, 1<<20)
 			return fmt.Sprintf("%d goroutines:\n%s", runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])

@@ -1484,7 +1484,7 @@ func waitMetric(t testing.TB, base, name string, want float64) {
 	t.Helper()
 	var got float64
 	var err error
-	waitFor(t, 10*time.Second, fmt.Sprintf("%s = %v", name, want), func() bool {
+	waitFor(t, 20*time.Second, fmt.Sprintf("%s = %v", name, want), func() bool {
 		var fams map[string]*dto.MetricFamily
 		if fams, err = scrapeMetrics(base, ""); err != nil {
 			return false

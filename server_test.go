@@ -107,7 +107,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 	p.signal(t, syscall.SIGTERM)
 	// The listener closes, so new connections are refused...
-	waitFor(t, 10*time.Second, "the server to refuse new connections after SIGTERM", func() bool {
+	waitFor(t, 20*time.Second, "the server to refuse new connections after SIGTERM", func() bool {
 		c, err := net.DialTimeout("tcp", p.addr, 100*time.Millisecond)
 		if err != nil {
 			return true
@@ -129,7 +129,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 	p.wait(t, 30*time.Second)
 	// A backend leaves pg_stat_activity a moment after its client hangs up.
-	waitFor(t, 10*time.Second, "the stopped process's backends to go", func() bool { return backends() == 0 },
+	waitFor(t, 20*time.Second, "the stopped process's backends to go", func() bool { return backends() == 0 },
 		func() string { return fmt.Sprintf("%d remain", backends()) })
 }
 
