@@ -88,7 +88,9 @@ func TestMetricsMatchHealth(t *testing.T) {
 // terminated backend, the counters move by exactly the expected amounts.
 func TestMetricsCountWorkload(t *testing.T) {
 	t.Parallel()
-	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 1, 0, 300*time.Millisecond })
+	// A pool timeout of a second: opening the one connection on a loaded
+	// machine must not run into it.
+	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 1, 0, time.Second })
 	_, token := a.user("Ann")
 	a.post(token, "{ me { id } }", nil) // open the one connection
 	a.waitReleased()

@@ -264,15 +264,35 @@ func TestRealtimeSSEOutlivesServerTimeouts(t *testing.T) {
 	a, token, conv, sse := annsStream(t, func(o *apiOptions) {
 		o.server = func(s *httptest.Server) { s.Config.WriteTimeout, s.Config.ReadTimeout = writeTimeout, writeTimeout }
 	})
+	// The messages go through another server on the same database: the
+	// short timeouts are this one's stream's to outlive, and a send that
+	// took longer on a loaded machine would be cut by them.
+	sender := a.replica(t)
 	for i := range 3 {
 		// Not synchronisation: the point of the test is that the server's
 		// timeouts pass while the stream is open.
 		time.Sleep(writeTimeout)
-		id := a.sendMessage(token, conv, fmt.Sprintf("late %d", i))
+		id := sender.sendMessage(token, conv, fmt.Sprintf("late %d", i))
 		if ev := sse.nextMessage(); ev.ID != id {
 			t.Fatalf("event %d: %+v, want message %s", i, ev, id)
 		}
 	}
+}
+
+// announceMessage writes a message by author to conv directly and
+// announces it, as sendMessage does, returning its id.
+func announceMessage(t *testing.T, a *testAPI, conv, author, body string) string {
+	t.Helper()
+	ctx := context.Background()
+	var ev realtime.Event
+	if err := a.admin.QueryRow(ctx, "INSERT INTO messages (conversation_id, author_id, body) VALUES ($1, $2, $3) RETURNING id::text, conversation_id::text, created_at",
+		conv, author, body).Scan(&ev.ID, &ev.ConversationID, &ev.CreatedAt); err != nil {
+		t.Fatal(err)
+	}
+	if err := realtime.Announce(ctx, dbpool.Conn(a.admin), ev); err != nil {
+		t.Fatal(err)
+	}
+	return ev.ID
 }
 
 // dialSmallBuffer opens a graphql-transport-ws socket whose receive buffer
@@ -313,7 +333,7 @@ func dialSmallBuffer(t *testing.T, a *testAPI, token string) *websocket.Conn {
 func TestRealtimeSlowConsumer(t *testing.T) {
 	skipInShort(t, "hundreds of large messages until the drop")
 	t.Parallel()
-	a, _, aliceToken, _, bobToken, conv := aliceAndBob(t)
+	a, alice, aliceToken, _, bobToken, conv := aliceAndBob(t)
 	fast := subscriber(t, a.srv.URL, bobToken, conv)
 	slow := dialSmallBuffer(t, a, bobToken)
 	payload, _ := json.Marshal(messagesRequest(conv))
@@ -323,14 +343,19 @@ func TestRealtimeSlowConsumer(t *testing.T) {
 	a.waitSubscribers(2)
 
 	// Large messages until the hub gives up on the slow one: it must fall
-	// a whole buffer behind first, and the fast one must never.
+	// a whole buffer behind first, and the fast one must never. They are
+	// written and announced directly, as sendMessage does, but without a
+	// round trip through the API each: once the slow socket's writes
+	// block, its buffer must fill well before the server's write timeout
+	// (10 s) would give up on the socket instead, however loaded the
+	// machine.
 	body := strings.Repeat("m", 3900)
 	sent := 0
 	for a.hub.Stats().Dropped == 0 {
 		if sent == 2000 {
 			t.Fatalf("slow subscriber not dropped after %d messages", sent)
 		}
-		id := a.sendMessage(aliceToken, conv, fmt.Sprintf("%04d %s", sent, body))
+		id := announceMessage(t, a, conv, alice, fmt.Sprintf("%04d %s", sent, body))
 		if ev := fast.nextMessage("1"); ev.ID != id {
 			t.Fatalf("fast subscriber got %s, want %s", ev.ID, id)
 		}

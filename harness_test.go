@@ -1393,9 +1393,9 @@ func (p *process) stop(t testing.TB, sig os.Signal) {
 	}
 }
 
-// startChatql runs the built server on dbURL with the Supabase block;
-// env is added (a variable there wins). It returns the process and its
-// application name.
+// startChatql runs the built server on dbURL with the Supabase block,
+// and waits until it is ready and its listener listens; env is added (a
+// variable there wins). It returns the process and its application name.
 func startChatql(t testing.TB, dbURL string, env ...string) (*process, string) {
 	t.Helper()
 	app := "chatql-rt-" + randomSuffix(6)
@@ -1406,7 +1406,11 @@ func startChatql(t testing.TB, dbURL string, env ...string) (*process, string) {
 		"DB_POOL_SIZE=3", "DB_MAX_OVERFLOW=2",
 		"LOG_LEVEL=warn",
 	}, env...)
-	return startProcess(t, t.TempDir(), env...), app
+	p := startProcess(t, t.TempDir(), env...)
+	// Ready, and listening: a message sent before the listener's LISTEN
+	// would never be announced to this process's subscribers.
+	waitMetric(t, p.url(), "chatql_realtime_listening", 1)
+	return p, app
 }
 
 // seedClients seeds dbURL with ds and returns n clients (seeded users with

@@ -75,7 +75,10 @@ func TestPoolEndpointUnderExhaustion(t *testing.T) {
 func TestReadiness(t *testing.T) {
 	t.Parallel()
 	cfg := dbpool.DefaultConfig()
-	cfg.Size, cfg.MaxOverflow, cfg.Timeout = 1, 0, 500*time.Millisecond
+	// Below the probe's own 2 s, so that an exhausted pool is reported as
+	// such; a second, so that opening the connection on a loaded machine
+	// does not run into it.
+	cfg.Size, cfg.MaxOverflow, cfg.Timeout = 1, 0, time.Second
 	pool, srv := newServer(t, cfg)
 	var body map[string]string
 	if code := get(t, srv.URL+"/health/ready", &body); code != 200 {
