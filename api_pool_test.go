@@ -78,7 +78,7 @@ func TestInboxStatementCount(t *testing.T) {
 func TestConnectionDiscipline(t *testing.T) {
 	skipInShort(t, "200 concurrent clients")
 	t.Parallel()
-	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, 30*time.Second })
+	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, loadPoolTimeout })
 	token := inboxFixture(a)
 
 	// The sampler has a connection of its own: a.admin is the test
@@ -119,7 +119,11 @@ func TestConnectionDiscipline(t *testing.T) {
 		wg.Go(func() {
 			if r, err := c.query(context.Background(), token, graph.InboxQuery, nil); !r.ok() {
 				failed.Add(1)
-				t.Errorf("inbox: %v %+v", err, r)
+				if err != nil {
+					t.Errorf("inbox: %v", err)
+				} else {
+					t.Errorf("inbox: %d %s", r.Status, r.Raw)
+				}
 			}
 		})
 	}

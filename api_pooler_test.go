@@ -249,7 +249,8 @@ func (s *connSampler) finish(t *testing.T) (maxServer, maxPool int) {
 
 // TestPoolerSessionModeSupabaseBlock is the incident, beaten: behind a
 // session-mode pooler that admits 5 clients, chatql with the Supabase block
-// of .env.example (3 + 2, timeout 30 s) serves 256 concurrent inbox
+// of .env.example (3 + 2; its timeout of 30 s raised to loadPoolTimeout)
+// serves 256 concurrent inbox
 // clients for 10 s without one error, and never has more than 5
 // connections through the pooler.
 func TestPoolerSessionModeSupabaseBlock(t *testing.T) {
@@ -257,13 +258,13 @@ func TestPoolerSessionModeSupabaseBlock(t *testing.T) {
 	t.Parallel()
 	b := startPooler(t, "session", 5, 5)
 	a := newAPI(t, func(o *apiOptions) {
-		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, 30*time.Second
+		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, loadPoolTimeout
 		o.poolURL = throughBouncer(b)
 	})
 	token := inboxFixture(a)
 
 	sampler := sampleConnections(a.admin, a.pool)
-	res := runLoad(t, []*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 256, 10*time.Second, 45*time.Second)
+	res := runLoad(t, []*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 256, 10*time.Second, loadPoolTimeout+time.Minute)
 	maxServer, maxPool := sampler.finish(t)
 	refused := bouncerRefusals(t, b)
 	t.Logf("session pooler, max_client_conn 5, chatql 3+2, 256 clients for 10 s: %s", res)
@@ -340,7 +341,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 	// really hands each transaction whichever server connection is free.
 	b := startPooler(t, "transaction", 50, 2)
 	a := newAPI(t, func(o *apiOptions) {
-		o.pool.Size, o.pool.MaxOverflow = 3, 2
+		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, loadPoolTimeout
 		o.pool.QueryExecMode = pgx.QueryExecModeExec
 		o.poolURL = throughBouncer(b)
 	})
@@ -442,7 +443,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 	}
 
 	// Concurrent load: more chatql connections than server connections.
-	res := runLoad(t, []*testAPI{a}, bob.Token, map[string]any{"query": graph.InboxQuery}, 32, 3*time.Second, 45*time.Second)
+	res := runLoad(t, []*testAPI{a}, bob.Token, map[string]any{"query": graph.InboxQuery}, 32, 3*time.Second, loadPoolTimeout+time.Minute)
 	t.Logf("transaction pooler (2 server connections), exec mode, 32 clients for 3 s: %s", res)
 	res.expectAllOK(t, "exec mode")
 	a.waitReleased()
@@ -451,13 +452,13 @@ func TestPoolerTransactionMode(t *testing.T) {
 	// poolers, on the same pooler and database.
 	through := func(mode pgx.QueryExecMode) func(*apiOptions) {
 		return func(o *apiOptions) {
-			o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, 10*time.Second
+			o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, loadPoolTimeout
 			o.pool.QueryExecMode = mode
 			o.poolURL = throughBouncer(b)
 		}
 	}
 	simple := a.replica(t, through(pgx.QueryExecModeSimpleProtocol))
-	res = runLoad(t, []*testAPI{simple}, bob.Token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
+	res = runLoad(t, []*testAPI{simple}, bob.Token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, loadPoolTimeout+time.Minute)
 	t.Logf("transaction pooler, simple_protocol mode, 16 clients for 2 s: %s", res)
 	res.expectAllOK(t, "simple_protocol mode")
 	simple.waitReleased()
@@ -490,7 +491,7 @@ func TestPoolerReplicasShareBudget(t *testing.T) {
 	t.Parallel()
 	b := startPooler(t, "session", 6, 6)
 	pooled := func(o *apiOptions) {
-		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 1, 1, 30*time.Second
+		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 1, 1, loadPoolTimeout
 		o.poolURL = throughBouncer(b)
 	}
 	a := newAPI(t, pooled)
@@ -498,7 +499,7 @@ func TestPoolerReplicasShareBudget(t *testing.T) {
 	replicas := []*testAPI{a, a.replica(t, pooled), a.replica(t, pooled)}
 
 	sampler := sampleConnections(a.admin, replicas[0].pool, replicas[1].pool, replicas[2].pool)
-	res := runLoad(t, replicas, token, map[string]any{"query": graph.InboxQuery}, 64, 5*time.Second, 45*time.Second)
+	res := runLoad(t, replicas, token, map[string]any{"query": graph.InboxQuery}, 64, 5*time.Second, loadPoolTimeout+time.Minute)
 	maxServer, maxPool := sampler.finish(t)
 	refused := bouncerRefusals(t, b)
 	t.Logf("session pooler, max_client_conn 6, 3 replicas of 1+1, 64 clients for 5 s: %s", res)

@@ -300,6 +300,13 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 	return a
 }
 
+// loadPoolTimeout is the pool timeout of the load tests that want every
+// request served: on a quiet machine none waits more than seconds, but on
+// a loaded 2-core machine under -race hundreds of queued requests may
+// wait far longer than production's 30 s without anything being wrong.
+// They fail when requests really starve.
+const loadPoolTimeout = 2 * time.Minute
+
 // loadClient is a client of a's server for load goroutines: it keeps
 // enough idle connections for them, so that the load measures the API
 // rather than TCP handshakes. A request may take at most timeout (0: no
