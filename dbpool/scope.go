@@ -117,19 +117,30 @@ func callerOwner(skip int) string {
 	return "background work"
 }
 
-// WithConn runs fn with a scope that is released when fn returns or panics.
-// It is for work outside GraphQL operations (startup, background jobs), so
-// that no code path holds a connection past its function.
+// WithConn runs fn with a scope that is released when fn returns or panics,
+// or as soon as ctx is done: a cancelled job gives its connection back at
+// once, even while fn is busy with something else, and its next statement
+// fails with ErrScopeReleased. It is for work outside GraphQL operations
+// (startup, background jobs), so that no code path holds a connection past
+// its function. A ctx already done runs nothing.
 func (p *Pool) WithConn(ctx context.Context, fn func(db DB) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("dbpool: %w", context.Cause(ctx))
+	}
 	s := p.NamedScope(callerOwner(1))
+	defer context.AfterFunc(ctx, s.Release)()
 	defer s.Release()
 	return fn(s)
 }
 
 // WithTx is WithConn inside a transaction: committed when fn returns nil,
-// rolled back when it returns an error or panics.
+// rolled back when it returns an error or panics, or when ctx is done.
 func (p *Pool) WithTx(ctx context.Context, fn func(db DB) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("dbpool: %w", context.Cause(ctx))
+	}
 	s := p.NamedScope(callerOwner(1))
+	defer context.AfterFunc(ctx, s.Release)()
 	defer s.Release()
 	return s.InTx(ctx, func(context.Context) error { return fn(s) })
 }
@@ -294,6 +305,11 @@ func (s *Scope) endTx(ctx context.Context, commit bool) error {
 	defer s.unlock()
 	tx := s.tx
 	if tx == nil {
+		// Release rolled it back meanwhile (the work's context was
+		// cancelled between fn's return and the commit).
+		if commit {
+			return fmt.Errorf("commit: %w", ErrRolledBack)
+		}
 		return nil
 	}
 	s.tx = nil
@@ -329,13 +345,27 @@ func (s *Scope) Release() {
 // run SQL for a while (hashing a password, say), so that others need not
 // queue for it meanwhile; the scope's next statement borrows again. It does
 // nothing inside a transaction. The scope still never holds more than one
-// connection at a time.
+// connection at a time. A failed borrow still sticks: the rest of the same
+// unit of work fails at once.
 func (s *Scope) Yield() {
 	s.sem <- struct{}{}
 	defer s.unlock()
 	if s.tx == nil {
 		s.giveBackLocked()
 	}
+}
+
+// NextUnit ends one unit of work of a long-lived scope (an event of a
+// subscription) and begins the next: it gives the connection back, as
+// Yield does, and forgets a failed borrow, so that one event that could
+// not get a connection does not fail every later one.
+func (s *Scope) NextUnit() {
+	s.sem <- struct{}{}
+	defer s.unlock()
+	if s.tx == nil {
+		s.giveBackLocked()
+	}
+	s.failed = nil
 }
 
 // giveBackLocked returns the connection, if any. s.sem is held.

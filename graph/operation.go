@@ -110,7 +110,8 @@ func (h *handlerState) aroundOperations(ctx context.Context, next graphql.Operat
 // subscriptionEvent produces one event of a subscription. The scope lives
 // as long as the subscription, but never keeps a connection between events:
 // what an event's fields borrowed goes back as soon as the event is produced
-// (Yield), and every event gets loaders of its own, so it reads fresh data
+// (NextUnit, which also forgets a failed borrow: the next event tries
+// again), and every event gets loaders of its own, so it reads fresh data
 // and a long subscription accumulates nothing. The end of the stream (nil) or a panic releases the scope for
 // good, through end; a subscription stopped between events is released by
 // the context's AfterFunc. A subscription resolver's own goroutine must not
@@ -121,7 +122,7 @@ func (h *handlerState) subscriptionEvent(ctx context.Context, op *operation, res
 		if ended {
 			end()
 		} else {
-			op.scope.Yield()
+			op.scope.NextUnit()
 		}
 	}()
 	resp := responses(ctx)
