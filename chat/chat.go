@@ -50,7 +50,9 @@ const (
 	MaxDisplayNameLength = 80
 	MinPasswordLength    = 8
 	MaxPageSize          = 100
-	MaxParticipants      = 100
+	// MaxParticipants bounds the others a conversation's creator names: a
+	// conversation never holds more than MaxParticipants + 1 people.
+	MaxParticipants = 100
 )
 
 // User is a chat user. Email is private to the user themself; the API

@@ -190,7 +190,10 @@ func CreateConversation(ctx context.Context, db dbpool.DB, viewer string, in Cre
 }
 
 // AddParticipant adds a user to a conversation the viewer takes part in.
-// Adding someone already there changes nothing.
+// Adding someone already there changes nothing. A conversation holds the
+// same number of people as CreateConversation allows (its creator and
+// MaxParticipants others). Run it in a transaction: the count is taken
+// under the conversation's lock, so concurrent adds cannot overshoot it.
 func AddParticipant(ctx context.Context, db dbpool.DB, viewer, conversationID, userID string) (Conversation, error) {
 	conv, err := conversationForViewer(ctx, db, viewer, conversationID)
 	if err != nil {
@@ -202,6 +205,28 @@ func AddParticipant(ctx context.Context, db dbpool.DB, viewer, conversationID, u
 	}
 	if _, ok := users[userID]; !ok {
 		return Conversation{}, fmt.Errorf("user %s: %w", userID, ErrNotFound)
+	}
+	type members struct {
+		count   int
+		present bool
+	}
+	m, err := dbpool.CollectOne(ctx, db, `
+		SELECT (SELECT count(*)::int FROM conversation_participants p WHERE p.conversation_id = c.id),
+			EXISTS (SELECT 1 FROM conversation_participants p WHERE p.conversation_id = c.id AND p.user_id = $2)
+		FROM conversations c WHERE c.id = $1
+		FOR NO KEY UPDATE`, []any{conversationID, userID}, func(row pgx.CollectableRow) (members, error) {
+		var m members
+		err := row.Scan(&m.count, &m.present)
+		return m, err
+	})
+	if err != nil {
+		return Conversation{}, fmt.Errorf("count participants: %w", err)
+	}
+	if m.present {
+		return conv, nil
+	}
+	if m.count >= MaxParticipants+1 {
+		return Conversation{}, badInput("userId", "a conversation has at most %d participants", MaxParticipants+1)
 	}
 	if _, err := db.Exec(ctx, `
 		INSERT INTO conversation_participants (conversation_id, user_id) VALUES ($1, $2)
