@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
-	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 
 	"chatql/auth"
@@ -25,8 +24,8 @@ type operation struct {
 	scope   *dbpool.Scope
 	loaders *loaders
 
-	// identity is what the Authorization header (or websocket init
-	// payload) proved, if anything;
+	// identity is what the Authorization header (or for a websocket, the
+	// token wsInit chose) proved, if anything;
 	// tokenErr is why it proved nothing. Neither needed the database.
 	identity    auth.Identity
 	hasIdentity bool
@@ -175,13 +174,11 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func (h *handlerState) newOperation(ctx context.Context, opCtx *graphql.OperationContext) *operation {
 	op := &operation{scope: h.opts.Pool.NamedScope(operationLabel(opCtx))}
 	op.loaders = newLoaders(op)
-	// An HTTP request's header, or a websocket's connection_init payload
-	// (browsers cannot set headers on a websocket; wsInit checked it).
-	header := opCtx.Headers.Get("Authorization")
-	if p := transport.GetInitPayload(ctx); header == "" && p != nil {
-		header = p.Authorization()
-	}
-	if raw, ok, err := auth.FromHeader(header); err != nil {
+	// A websocket's operations run as the one identity wsInit decided; an
+	// HTTP request's, as its Authorization header says.
+	if who, ok := ctx.Value(socketIdentityKey{}).(socketIdentity); ok {
+		op.identity, op.hasIdentity = who.identity, who.hasIdentity
+	} else if raw, ok, err := auth.FromHeader(opCtx.Headers.Get("Authorization")); err != nil {
 		op.tokenErr = err
 	} else if ok {
 		op.identity, op.tokenErr = h.opts.Tokens.Verify(raw)
