@@ -30,7 +30,12 @@ type Config struct {
 	// transaction-mode pooler, which cannot keep a LISTEN. Empty means
 	// DATABASE_URL.
 	DatabaseDirectURL string
-	Pool              dbpool.Config
+	// Pool is the pool's share of the budget; Pool.Reserved is 1 when the
+	// realtime listener connects to the same endpoint.
+	Pool dbpool.Config
+	// Realtime runs the realtime listener and serves messageAdded
+	// (REALTIME, on by default).
+	Realtime bool
 	// Migrate applies pending migrations at startup.
 	Migrate bool
 	// ListenAddr is the host:port the HTTP server listens on.
@@ -110,6 +115,7 @@ func Load(getenv func(string) string) (Config, error) {
 			StatementTimeout: r.secondsOrOff("DB_STATEMENT_TIMEOUT", 30*time.Second),
 			LeakThreshold:    r.secondsOrOff("DB_LEAK_THRESHOLD", 30*time.Second),
 		},
+		Realtime:        r.bool("REALTIME", true),
 		Migrate:         r.bool("DB_MIGRATE", true),
 		DataDir:         r.string("DATA_DIR", ".data"),
 		ShutdownTimeout: r.seconds("SHUTDOWN_TIMEOUT", 20*time.Second, false),
@@ -141,6 +147,15 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.DatabaseDirectURL != "" {
 		if _, err := pgx.ParseConfig(c.DatabaseDirectURL); err != nil {
 			r.problem("DATABASE_DIRECT_URL", redact(c.DatabaseDirectURL), "a postgres:// URL or a keyword/value DSN, connecting directly (not through a transaction pooler)")
+		}
+	}
+	// The listener's connection comes out of the same budget when it
+	// shares the endpoint: the pool must keep at least one.
+	if c.Realtime && c.DatabaseDirectURL == "" {
+		c.Pool.Reserved = 1
+		if c.Pool.MaxConnections() < 2 {
+			r.problem("DB_POOL_SIZE", fmt.Sprintf("%d with DB_MAX_OVERFLOW=%d", c.Pool.Size, c.Pool.MaxOverflow),
+				"a budget of at least 2: the realtime listener holds one of these connections, leaving the pool none; raise DB_MAX_OVERFLOW, set DATABASE_DIRECT_URL for the listener, or set REALTIME=off")
 		}
 	}
 	if len(r.problems) > 0 {

@@ -190,3 +190,48 @@ func TestDirectURL(t *testing.T) {
 		t.Errorf("with DATABASE_DIRECT_URL: %q", got)
 	}
 }
+
+// TestRealtimeBudget: the realtime listener's connection comes out of the
+// budget when it shares DATABASE_URL's endpoint, not otherwise; a budget
+// that leaves the pool nothing is refused, saying what to change.
+func TestRealtimeBudget(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://db/chatql", "JWT_SECRET": testSecret, "DB_POOL_SIZE": "3", "DB_MAX_OVERFLOW": "2"}
+	with := func(extra map[string]string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name     string
+		env      map[string]string
+		realtime bool
+		reserved int
+	}{
+		{"shared endpoint", base, true, 1},
+		{"direct URL for the listener", with(map[string]string{"DATABASE_DIRECT_URL": "postgres://direct/chatql"}), true, 0},
+		{"realtime off", with(map[string]string{"REALTIME": "off"}), false, 0},
+		{"1 + 0, realtime off", with(map[string]string{"REALTIME": "off", "DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0"}), false, 0},
+		{"1 + 0, direct URL", with(map[string]string{"DATABASE_DIRECT_URL": "postgres://direct/chatql", "DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0"}), true, 0},
+		{"2 + 0, shared", with(map[string]string{"DB_POOL_SIZE": "2", "DB_MAX_OVERFLOW": "0"}), true, 1},
+	} {
+		c, err := Load(env(tc.env))
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if c.Realtime != tc.realtime || c.Pool.Reserved != tc.reserved {
+			t.Errorf("%s: realtime %v, reserved %d; want %v, %d", tc.name, c.Realtime, c.Pool.Reserved, tc.realtime, tc.reserved)
+		}
+	}
+	_, err := Load(env(with(map[string]string{"DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0"})))
+	var cfgErr *Error
+	if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 1 || cfgErr.Problems[0].Var != "DB_POOL_SIZE" ||
+		!strings.Contains(err.Error(), "REALTIME=off") || !strings.Contains(err.Error(), "DATABASE_DIRECT_URL") {
+		t.Errorf("1 + 0 with the listener sharing the endpoint: err = %v, want one DB_POOL_SIZE problem naming the ways out", err)
+	}
+}

@@ -37,6 +37,11 @@ type Config struct {
 	// SlowAcquire: an acquire that waits longer is logged as a warning with
 	// the pool's counts; 0 turns the warning off.
 	SlowAcquire time.Duration
+	// Reserved counts connections to the same endpoint that the process
+	// holds outside the pool (the realtime listener), within the same
+	// budget: the pool opens at most MaxConnections() - Reserved. A
+	// reservation displaces overflow first, then size (Lendable).
+	Reserved int
 	// StatementTimeout is set as statement_timeout on every connection, so
 	// that a runaway query cannot hold a connection forever; 0 means none.
 	StatementTimeout time.Duration
@@ -78,8 +83,18 @@ func DefaultConfig() Config {
 	}
 }
 
-// MaxConnections is the hard cap: Size + MaxOverflow.
+// MaxConnections is the budget, the hard cap on connections to the
+// endpoint: Size + MaxOverflow, shared by the pool and Reserved.
 func (c Config) MaxConnections() int { return c.Size + c.MaxOverflow }
+
+// Lendable is what the pool itself may use of the budget once Reserved is
+// taken out: overflow goes first, then size, so a reservation costs
+// burst capacity before it costs connections kept open.
+func (c Config) Lendable() (size, overflow int) {
+	overflow = c.MaxOverflow - c.Reserved
+	size = c.Size + min(overflow, 0)
+	return size, max(overflow, 0)
+}
 
 // Validate reports the first setting that is out of range.
 func (c Config) Validate() error {
@@ -92,6 +107,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("pool timeout %s: must be positive", c.Timeout)
 	case c.MaxConnections() > 1<<20:
 		return fmt.Errorf("pool size %d + overflow %d: too large", c.Size, c.MaxOverflow)
+	case c.Reserved < 0:
+		return fmt.Errorf("reserved %d: must not be negative", c.Reserved)
+	case c.MaxConnections()-c.Reserved < 1:
+		return fmt.Errorf("pool size %d + overflow %d leaves no connection beside the %d held outside the pool", c.Size, c.MaxOverflow, c.Reserved)
 	}
 	return nil
 }

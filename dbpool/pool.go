@@ -42,6 +42,8 @@ type Pool struct {
 	cfg    Config
 	pgx    *pgxpool.Pool
 	logger *slog.Logger
+	// listenerOpen says whether the reserved connection is open (Stats).
+	listenerOpen func() bool
 
 	// mu guards idle and fresh, which track pgx connections by identity.
 	mu sync.Mutex
@@ -89,6 +91,12 @@ func WithBorrowSite(fn func(ctx context.Context) string) Option {
 	return func(p *Pool, _ *pgxpool.Config) { p.borrowSite = fn }
 }
 
+// WithListener reports whether the connection Config.Reserved holds back
+// (the realtime listener's) is open right now, for Stats.Listener.
+func WithListener(open func() bool) Option {
+	return func(p *Pool, _ *pgxpool.Config) { p.listenerOpen = open }
+}
+
 // WithObserver reports acquire waits and hold times to o.
 func WithObserver(o Observer) Option {
 	return func(p *Pool, _ *pgxpool.Config) { p.observer = o }
@@ -122,7 +130,7 @@ func New(connString string, cfg Config, logger *slog.Logger, opts ...Option) (*P
 		fresh:  make(map[*pgx.Conn]struct{}),
 	}
 
-	pc.MaxConns = int32(cfg.MaxConnections())
+	pc.MaxConns = int32(cfg.MaxConnections() - cfg.Reserved)
 	pc.MinConns = 0
 	pc.MinIdleConns = 0
 	pc.MaxConnLifetime = max(cfg.Recycle, 0)
@@ -231,7 +239,7 @@ func (p *Pool) prepareConn(ctx context.Context, c *pgx.Conn) (bool, error) {
 func (p *Pool) afterRelease(c *pgx.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.idle) >= p.cfg.Size {
+	if size, _ := p.cfg.Lendable(); len(p.idle) >= size {
 		return false
 	}
 	p.idle[c] = struct{}{}
@@ -303,7 +311,8 @@ func (p *Pool) acquireError(ctx context.Context, err error, timedOut bool) error
 	case timedOut:
 		p.timeouts.Add(1)
 		p.lastTimeout.Store(time.Now().UnixNano())
-		return &TimeoutError{Size: p.cfg.Size, MaxOverflow: p.cfg.MaxOverflow, Timeout: p.cfg.Timeout}
+		size, overflow := p.cfg.Lendable()
+		return &TimeoutError{Size: size, MaxOverflow: overflow, Timeout: p.cfg.Timeout}
 	default:
 		return fmt.Errorf("%w: acquire connection: %w", ErrUnavailable, err)
 	}

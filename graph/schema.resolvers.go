@@ -231,6 +231,9 @@ func (r *subscriptionResolver) PoolStatus(ctx context.Context, intervalMs *int) 
 }
 
 func (r *subscriptionResolver) MessageAdded(ctx context.Context, conversationID string) (<-chan *chat.Message, error) {
+	if r.opts.Hub == nil {
+		return nil, errNoRealtime
+	}
 	convID, err := chat.ParseID("conversationId", conversationID)
 	if err != nil {
 		return nil, err
@@ -241,9 +244,6 @@ func (r *subscriptionResolver) MessageAdded(ctx context.Context, conversationID 
 	}
 	if _, err := loadConversation(ctx, convID); err != nil {
 		return nil, err
-	}
-	if r.opts.Hub == nil {
-		return nil, errNoRealtime
 	}
 	// The checks above borrowed a connection on the operation's scope:
 	// give it back now, not at the first event, which may be hours away.
