@@ -1,0 +1,244 @@
+package chat_test
+
+import (
+	"cmp"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"chatql/chat"
+)
+
+// testMessagePages: participants page through a conversation's messages,
+// including those of a removed author; anyone else gets an empty page, the
+// same as for a conversation that does not exist, in the same batch as pages
+// they may read.
+func testMessagePages(t *testing.T, w *world) {
+	t.Parallel()
+	for _, actor := range actors {
+		t.Run(actor, func(t *testing.T) {
+			t.Parallel()
+			keys := []chat.PageKey{}
+			for _, c := range conversations {
+				keys = append(keys, chat.PageKey{ConversationID: w.convs[c], First: chat.MaxPageSize})
+			}
+			pages, err := chat.MessagePages(t.Context(), w.db, w.ids[actor], keys)
+			if err != nil {
+				t.Fatalf("MessagePages: %v", err)
+			}
+			for i, c := range conversations {
+				var want []string
+				if canRead(actor, c) {
+					want = newestFirst(w.scenes[c].msgs)
+				}
+				page := pages[keys[i]]
+				if got := messageIDs(page.Messages); !slices.Equal(got, want) {
+					t.Errorf("%s: messages = %v, want %v", c, got, want)
+				}
+				if page.HasNext {
+					t.Errorf("%s: HasNext on a complete page", c)
+				}
+			}
+		})
+	}
+
+	t.Run("paging", func(t *testing.T) {
+		t.Parallel()
+		conv := w.convs[team]
+		last := w.scenes[team].msgs[len(w.scenes[team].msgs)-1] // the newest
+		for _, actor := range actors {
+			// A first page of one, then the rest after its cursor.
+			first := chat.PageKey{ConversationID: conv, First: 1}
+			rest := chat.PageKey{ConversationID: conv, First: chat.MaxPageSize, After: last.Cursor()}
+			pages, err := chat.MessagePages(t.Context(), w.db, w.ids[actor], []chat.PageKey{first, rest})
+			if err != nil {
+				t.Fatalf("MessagePages: %v", err)
+			}
+			var wantFirst, wantRest []string
+			if canRead(actor, team) {
+				all := newestFirst(w.scenes[team].msgs)
+				wantFirst, wantRest = all[:1], all[1:]
+			}
+			got := pages[first]
+			if ids := messageIDs(got.Messages); !slices.Equal(ids, wantFirst) ||
+				got.HasNext != canRead(actor, team) {
+				t.Errorf("%s: first page = %v (HasNext %v), want %v", actor, ids, got.HasNext, wantFirst)
+			}
+			if ids := messageIDs(pages[rest].Messages); !slices.Equal(ids, wantRest) {
+				t.Errorf("%s: page after a cursor = %v, want %v", actor, ids, wantRest)
+			}
+		}
+	})
+}
+
+// testLastMessages: only participants get a conversation's last message; a
+// conversation without messages is absent even for them.
+func testLastMessages(t *testing.T, w *world) {
+	t.Parallel()
+	// Among users of their own, so that the cast's conversations stay as
+	// the other reads expect.
+	quinn := w.newUser(t, "Quinn")
+	quiet := w.mustCreate(t, quinn, "quiet", w.newUser(t, "Rosa"))
+	t.Run("no messages", func(t *testing.T) {
+		t.Parallel()
+		got, err := chat.LastMessages(t.Context(), w.db, quinn.ID, []string{quiet.ID})
+		if err != nil {
+			t.Fatalf("LastMessages: %v", err)
+		}
+		if m, ok := got[quiet.ID]; ok {
+			t.Errorf("a conversation without messages has a last message: %+v", m)
+		}
+	})
+	for _, actor := range actors {
+		t.Run(actor, func(t *testing.T) {
+			t.Parallel()
+			got, err := chat.LastMessages(t.Context(), w.db, w.ids[actor], w.allConversationIDs())
+			if err != nil {
+				t.Fatalf("LastMessages: %v", err)
+			}
+			if keys, want := sortedKeys(got), w.readableIDs(actor); !slices.Equal(keys, want) {
+				t.Fatalf("keys = %v, want %v", keys, want)
+			}
+			for _, c := range readable[actor] {
+				msgs := w.scenes[c].msgs
+				if m, want := got[w.convs[c]], msgs[len(msgs)-1]; m.ID != want.ID || m.Author.ID != want.Author.ID {
+					t.Errorf("%s: last message %s by %s, want %s by %s", c, m.ID, m.Author.ID, want.ID, want.Author.ID)
+				}
+			}
+		})
+	}
+}
+
+// TestSendMessage: participants, an added one included, may post; a removed
+// participant, a stranger or an unknown user gets ErrNotFound, and the
+// conversation keeps its messages and its last activity.
+func TestSendMessage(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	tests := []struct {
+		name     string // by in conv if empty
+		by, conv string
+		body     string
+		allowed  bool
+		input    bool // refused as bad input, whoever sends it
+	}{
+		{by: creator, conv: team, body: "one", allowed: true},
+		{by: participant, conv: team, body: "  two\n", allowed: true},
+		{by: added, conv: team, body: "three", allowed: true},
+		{by: removed, conv: team, body: "let me back in"},
+		{by: stranger, conv: team, body: "hello?"},
+		{by: nobody, conv: team, body: "hello?"},
+		{by: creator, conv: missing, body: "anyone?"},
+		{name: "blank body", by: creator, conv: team, body: " \t\n", input: true},
+		{name: "too long a body", by: creator, conv: team, body: strings.Repeat("x", chat.MaxBodyLength+1), input: true},
+	}
+	// Not parallel: refused cases compare whole-table counts.
+	for _, tt := range tests {
+		t.Run(cmp.Or(tt.name, tt.by+" in "+tt.conv), func(t *testing.T) {
+			s := w.newTeam(t)
+			conv := s.conv.ID
+			if tt.conv == missing {
+				conv = uuid.NewString()
+			}
+			viewer := w.ids[tt.by]
+			before := w.messageIDs(t, w.alice.ID, s.conv.ID)
+			lastBefore := w.conversation(t, w.alice.ID, s.conv.ID).LastMessageAt
+			rows := w.count(t, "messages")
+
+			msg, err := w.sendMessage(t, viewer, conv, tt.body)
+			if !tt.allowed {
+				var inputErr *chat.InputError
+				switch {
+				case tt.input && (!errors.As(err, &inputErr) || inputErr.Field != "body"):
+					t.Errorf("err = %v, want an input error on body", err)
+				case !tt.input && !errors.Is(err, chat.ErrNotFound):
+					t.Errorf("err = %v, want ErrNotFound", err)
+				}
+				if n := w.count(t, "messages"); n != rows {
+					t.Errorf("message rows %d -> %d after a refused send", rows, n)
+				}
+				if after := w.messageIDs(t, w.alice.ID, s.conv.ID); !slices.Equal(after, before) {
+					t.Errorf("messages %v -> %v after a refused send", before, after)
+				}
+				if last := w.conversation(t, w.alice.ID, s.conv.ID).LastMessageAt; !last.Equal(*lastBefore) {
+					t.Errorf("last message at %v -> %v after a refused send", lastBefore, last)
+				}
+				if !canRead(tt.by, team) && w.sees(t, viewer, s.conv.ID) {
+					t.Errorf("%s sees the conversation after a refused send", tt.by)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("SendMessage: %v", err)
+			}
+			if msg.Author.ID != viewer || msg.ConversationID != conv || msg.Body != strings.TrimSpace(tt.body) {
+				t.Errorf("sent %+v, want %q by %s in %s", msg, strings.TrimSpace(tt.body), viewer, conv)
+			}
+			// Every participant sees it as the newest message.
+			for _, r := range []string{w.alice.ID, w.bob.ID, w.carol.ID} {
+				if ids := w.messageIDs(t, r, conv); len(ids) == 0 || ids[0] != msg.ID {
+					t.Errorf("%s sees %v, want %s first", r, ids, msg.ID)
+				}
+			}
+			if last := w.conversation(t, w.alice.ID, conv).LastMessageAt; last == nil || !last.Equal(msg.CreatedAt) {
+				t.Errorf("last message at %v, want %v", last, msg.CreatedAt)
+			}
+		})
+	}
+}
+
+// testAnnouncedMessage: an announced message comes with its conversation's
+// current participants, and checking a subscriber against them gives exactly
+// the read matrix: a removed author no longer gets even their own message.
+func testAnnouncedMessage(t *testing.T, w *world) {
+	t.Parallel()
+	for _, c := range []string{team, side} {
+		for _, m := range w.scenes[c].msgs {
+			t.Run(c+" "+m.Body, func(t *testing.T) {
+				t.Parallel()
+				got, participants, err := chat.AnnouncedMessage(t.Context(), w.db, m.ID)
+				if err != nil {
+					t.Fatalf("AnnouncedMessage: %v", err)
+				}
+				if got.ID != m.ID || got.ConversationID != w.convs[c] || got.Body != m.Body || got.Author.ID != m.Author.ID {
+					t.Errorf("loaded %+v, want %+v", got, m)
+				}
+				for _, actor := range actors {
+					if in := slices.Contains(participants, w.ids[actor]); in != canRead(actor, c) {
+						t.Errorf("%s among the participants: %v, want %v (participants %v)", actor, in, canRead(actor, c), participants)
+					}
+				}
+			})
+		}
+	}
+
+	t.Run("unknown message", func(t *testing.T) {
+		t.Parallel()
+		if _, _, err := chat.AnnouncedMessage(t.Context(), w.db, uuid.NewString()); !errors.Is(err, chat.ErrNotFound) {
+			t.Errorf("err = %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("participants are read at load time", func(t *testing.T) {
+		t.Parallel()
+		// Among users of their own, so that the cast's conversations stay as
+		// the other reads expect.
+		ann, ben, cat := w.newUser(t, "Ann"), w.newUser(t, "Ben"), w.newUser(t, "Cat")
+		conv := w.mustCreate(t, ann, "later", ben)
+		m := w.mustSend(t, ben, conv.ID, "sent before the change")
+		if _, err := w.addParticipant(t, ann.ID, conv.ID, cat.ID); err != nil {
+			t.Fatalf("AddParticipant: %v", err)
+		}
+		w.remove(t, conv.ID, ben.ID)
+		_, participants, err := chat.AnnouncedMessage(t.Context(), w.db, m.ID)
+		if err != nil {
+			t.Fatalf("AnnouncedMessage: %v", err)
+		}
+		if want := userIDs(ann, cat); !slices.Equal(sorted(participants), sorted(want)) {
+			t.Errorf("participants = %v, want %v (ann and cat, not the removed author ben)", participants, want)
+		}
+	})
+}
