@@ -206,19 +206,24 @@ func AddParticipant(ctx context.Context, db dbpool.DB, viewer, conversationID, u
 	if _, ok := users[userID]; !ok {
 		return Conversation{}, fmt.Errorf("user %s: %w", userID, ErrNotFound)
 	}
+	// Lock first, count after: a statement's snapshot is taken when it
+	// starts, so a count in the locking statement itself would not see an
+	// add committed while it waited for the lock.
+	if _, err := db.Exec(ctx, `SELECT 1 FROM conversations WHERE id = $1 FOR NO KEY UPDATE`, conversationID); err != nil {
+		return Conversation{}, fmt.Errorf("lock conversation: %w", err)
+	}
 	type members struct {
 		count   int
 		present bool
 	}
 	m, err := dbpool.CollectOne(ctx, db, `
-		SELECT (SELECT count(*)::int FROM conversation_participants p WHERE p.conversation_id = c.id),
-			EXISTS (SELECT 1 FROM conversation_participants p WHERE p.conversation_id = c.id AND p.user_id = $2)
-		FROM conversations c WHERE c.id = $1
-		FOR NO KEY UPDATE`, []any{conversationID, userID}, func(row pgx.CollectableRow) (members, error) {
-		var m members
-		err := row.Scan(&m.count, &m.present)
-		return m, err
-	})
+		SELECT count(*)::int, coalesce(bool_or(user_id = $2), false)
+		FROM conversation_participants WHERE conversation_id = $1`,
+		[]any{conversationID, userID}, func(row pgx.CollectableRow) (members, error) {
+			var m members
+			err := row.Scan(&m.count, &m.present)
+			return m, err
+		})
 	if err != nil {
 		return Conversation{}, fmt.Errorf("count participants: %w", err)
 	}
