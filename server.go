@@ -279,7 +279,8 @@ func openPool(ctx context.Context, url string, cfg config.Config, logger *slog.L
 	}
 	logger.Info("connection pool ready",
 		"pool_size", cfg.Pool.Size, "max_overflow", cfg.Pool.MaxOverflow,
-		"timeout", cfg.Pool.Timeout, "recycle", cfg.Pool.Recycle, "pre_ping", cfg.Pool.PrePing)
+		"timeout", cfg.Pool.Timeout, "recycle", cfg.Pool.Recycle, "pre_ping", cfg.Pool.PrePing,
+		"pooler", cfg.Pool.Pooler.String(), "statement_timeout", cfg.Pool.StatementTimeout)
 	return pool, nil
 }
 

@@ -99,6 +99,7 @@ func (e *Error) Error() string {
 // returned error is an *Error naming every bad variable.
 func Load(getenv func(string) string) (Config, error) {
 	r := reader{getenv: getenv}
+	pooler := r.pooler("DB_POOLER")
 	c := Config{
 		DatabaseURL:       strings.TrimSpace(getenv("DATABASE_URL")),
 		DatabaseDirectURL: strings.TrimSpace(getenv("DATABASE_DIRECT_URL")),
@@ -110,9 +111,10 @@ func Load(getenv func(string) string) (Config, error) {
 			PrePing:          r.bool("DB_POOL_PRE_PING", true),
 			Echo:             r.bool("DB_ECHO", false),
 			ApplicationName:  r.string("DB_APPLICATION_NAME", "chatql"),
-			QueryExecMode:    r.execMode("DB_QUERY_EXEC_MODE"),
+			QueryExecMode:    r.execMode("DB_QUERY_EXEC_MODE", pooler),
 			SlowAcquire:      r.secondsOrOff("DB_SLOW_ACQUIRE", time.Second),
 			StatementTimeout: r.secondsOrOff("DB_STATEMENT_TIMEOUT", 30*time.Second),
+			Pooler:           pooler,
 			LeakThreshold:    r.secondsOrOff("DB_LEAK_THRESHOLD", 30*time.Second),
 		},
 		Realtime:        r.bool("REALTIME", true),
@@ -277,9 +279,21 @@ func (r *reader) oneOf(name, def string, allowed ...string) string {
 	return def
 }
 
-func (r *reader) execMode(name string) pgx.QueryExecMode {
-	mode, _ := dbpool.QueryExecMode(r.oneOf(name, "cache_statement", "cache_statement", "exec", "simple_protocol", "cache_describe"))
+// execMode reads DB_QUERY_EXEC_MODE. Its default is exec behind a
+// transaction-mode pooler, where cached prepared statements break.
+func (r *reader) execMode(name string, pooler dbpool.Pooler) pgx.QueryExecMode {
+	def := "cache_statement"
+	if pooler == dbpool.PoolerTransaction {
+		def = "exec"
+	}
+	mode, _ := dbpool.QueryExecMode(r.oneOf(name, def, "cache_statement", "exec", "simple_protocol", "cache_describe"))
 	return mode
+}
+
+// pooler reads DB_POOLER: what DATABASE_URL connects to.
+func (r *reader) pooler(name string) dbpool.Pooler {
+	p, _ := dbpool.ParsePooler(r.oneOf(name, "none", "none", "session", "transaction"))
+	return p
 }
 
 func (r *reader) level(name string) slog.Level {

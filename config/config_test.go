@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"chatql/dbpool"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef"
@@ -131,6 +133,36 @@ func TestQueryExecMode(t *testing.T) {
 	}
 	if _, err := Load(env(map[string]string{"DB_QUERY_EXEC_MODE": "prepared"})); err == nil || !strings.Contains(err.Error(), "DB_QUERY_EXEC_MODE") {
 		t.Errorf("bad mode accepted: %v", err)
+	}
+}
+
+// TestPooler: DB_POOLER names what DATABASE_URL leads to (none by
+// default); behind a transaction pooler DB_QUERY_EXEC_MODE defaults to
+// exec, and a mode set explicitly is kept; an unknown pooler is a problem.
+func TestPooler(t *testing.T) {
+	for _, tc := range []struct {
+		pooler, execMode string
+		want             dbpool.Pooler
+		wantMode         pgx.QueryExecMode
+	}{
+		{"", "", dbpool.PoolerNone, pgx.QueryExecModeCacheStatement},
+		{"none", "", dbpool.PoolerNone, pgx.QueryExecModeCacheStatement},
+		{"session", "", dbpool.PoolerSession, pgx.QueryExecModeCacheStatement},
+		{"Transaction", "", dbpool.PoolerTransaction, pgx.QueryExecModeExec},
+		{"transaction", "simple_protocol", dbpool.PoolerTransaction, pgx.QueryExecModeSimpleProtocol},
+		{"transaction", "cache_statement", dbpool.PoolerTransaction, pgx.QueryExecModeCacheStatement},
+	} {
+		c, err := Load(env(map[string]string{"DB_POOLER": tc.pooler, "DB_QUERY_EXEC_MODE": tc.execMode}))
+		if err != nil || c.Pool.Pooler != tc.want || c.Pool.QueryExecMode != tc.wantMode {
+			t.Errorf("DB_POOLER=%q DB_QUERY_EXEC_MODE=%q: pooler %v, mode %v, %v; want %v, %v",
+				tc.pooler, tc.execMode, c.Pool.Pooler, c.Pool.QueryExecMode, err, tc.want, tc.wantMode)
+		}
+	}
+	_, err := Load(env(map[string]string{"DB_POOLER": "pgbouncer"}))
+	var cfgErr *Error
+	if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 1 || cfgErr.Problems[0].Var != "DB_POOLER" ||
+		!strings.Contains(err.Error(), "none, session, transaction") {
+		t.Errorf("DB_POOLER=pgbouncer: err = %v, want one DB_POOLER problem listing the values", err)
 	}
 }
 

@@ -44,6 +44,9 @@ type Pool struct {
 	logger *slog.Logger
 	// listenerOpen says whether the reserved connection is open (Stats).
 	listenerOpen func() bool
+	// timeout is how statements get Config.StatementTimeout behind a
+	// pooler.
+	timeout statementTimeout
 
 	// mu guards idle and fresh, which track pgx connections by identity.
 	mu sync.Mutex
@@ -103,7 +106,9 @@ func WithObserver(o Observer) Option {
 }
 
 // WithTracer adds a query tracer (for example one that counts statements)
-// beside the echo logger when DB_ECHO is on.
+// beside the echo logger when DB_ECHO is on. Behind a pooler with a
+// statement timeout, statements outside transactions go as batches: a
+// tracer sees them only if it implements pgx.BatchTracer too.
 func WithTracer(t pgx.QueryTracer) Option {
 	return func(_ *Pool, c *pgxpool.Config) {
 		c.ConnConfig.Tracer = combineTracers(c.ConnConfig.Tracer, t)
@@ -139,6 +144,7 @@ func New(connString string, cfg Config, logger *slog.Logger, opts ...Option) (*P
 	if cfg.ApplicationName != "" {
 		pc.ConnConfig.RuntimeParams["application_name"] = cfg.ApplicationName
 	}
+	p.timeout = applyStatementTimeout(pc, cfg)
 	if cfg.QueryExecMode != 0 {
 		pc.ConnConfig.DefaultQueryExecMode = cfg.QueryExecMode
 	}
@@ -187,16 +193,7 @@ func (p *Pool) Ping(ctx context.Context) error {
 	})
 }
 
-func (p *Pool) afterConnect(ctx context.Context, c *pgx.Conn) error {
-	if p.cfg.StatementTimeout > 0 {
-		// Set per session rather than as a startup parameter, which
-		// PgBouncer refuses. Sent on the raw connection so that it is not
-		// counted as one of an operation's statements.
-		sql := fmt.Sprintf("SET statement_timeout = %d", p.cfg.StatementTimeout.Milliseconds())
-		if _, err := c.PgConn().Exec(ctx, sql).ReadAll(); err != nil {
-			return fmt.Errorf("set statement_timeout: %w", err)
-		}
-	}
+func (p *Pool) afterConnect(_ context.Context, c *pgx.Conn) error {
 	p.opened.Add(1)
 	p.mu.Lock()
 	p.fresh[c] = struct{}{}
@@ -307,7 +304,7 @@ func (p *Pool) acquireError(ctx context.Context, err error, timedOut bool) error
 	case ctx.Err() != nil:
 		return fmt.Errorf("acquire connection: %w", context.Cause(ctx))
 	case errors.As(err, &connectErr):
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, poolerHint(err))
 	case timedOut:
 		p.timeouts.Add(1)
 		p.lastTimeout.Store(time.Now().UnixNano())

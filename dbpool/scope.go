@@ -156,12 +156,6 @@ func (s *Scope) lock(ctx context.Context) error {
 
 func (s *Scope) unlock() { <-s.sem }
 
-// querier is what pgxpool.Conn and pgx.Tx have in common.
-type querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
 // borrowLocked borrows the connection if the scope has none. s.sem is held.
 func (s *Scope) borrowLocked(ctx context.Context) error {
 	if s.released {
@@ -212,7 +206,7 @@ func (s *Scope) watchLocked(ctx context.Context) {
 }
 
 // run gives fn exclusive use of the connection (or the open transaction).
-func (s *Scope) run(ctx context.Context, fn func(q querier) error) error {
+func (s *Scope) run(ctx context.Context, fn func(db DB) error) error {
 	if err := s.lock(ctx); err != nil {
 		return err
 	}
@@ -222,17 +216,17 @@ func (s *Scope) run(ctx context.Context, fn func(q querier) error) error {
 	}
 	s.statements.Add(1)
 	if s.tx != nil {
-		return fn(s.tx)
+		return fn(conn{s.tx})
 	}
-	return fn(s.conn)
+	return fn(s.pool.timeout.on(s.conn))
 }
 
 // Exec implements DB.
 func (s *Scope) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	var tag pgconn.CommandTag
-	err := s.run(ctx, func(q querier) error {
+	err := s.run(ctx, func(db DB) error {
 		var err error
-		tag, err = q.Exec(ctx, sql, args...)
+		tag, err = db.Exec(ctx, sql, args...)
 		return err
 	})
 	return tag, err
@@ -240,13 +234,7 @@ func (s *Scope) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comma
 
 // Rows implements DB.
 func (s *Scope) Rows(ctx context.Context, sql string, args []any, read func(pgx.Rows) error) error {
-	return s.run(ctx, func(q querier) error {
-		rows, err := q.Query(ctx, sql, args...)
-		if err != nil {
-			return err
-		}
-		return readAll(rows, read)
-	})
+	return s.run(ctx, func(db DB) error { return db.Rows(ctx, sql, args, read) })
 }
 
 // readAll hands rows to read and closes them, reporting read's error or
@@ -277,7 +265,7 @@ func (s *Scope) InTx(ctx context.Context, fn func(ctx context.Context) error) (e
 		return err
 	}
 	s.statements.Add(1)
-	tx, err := s.conn.Begin(ctx)
+	tx, err := s.conn.BeginTx(ctx, s.pool.timeout.beginOptions())
 	if err != nil {
 		s.unlock()
 		return fmt.Errorf("begin transaction: %w", err)
