@@ -153,6 +153,9 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	// The listener's connection comes out of the same budget when it
 	// shares the endpoint: the pool must keep at least one.
+	if c.Realtime && c.DatabaseDirectURL == "" && c.Pool.Pooler == dbpool.PoolerTransaction {
+		r.problem("DATABASE_DIRECT_URL", `""`, "a direct (or session-mode) URL for the realtime listener: LISTEN does not survive a transaction-mode pooler (DB_POOLER=transaction); or set REALTIME=off")
+	}
 	if c.Realtime && c.DatabaseDirectURL == "" {
 		c.Pool.Reserved = 1
 		if c.Pool.MaxConnections() < 2 {

@@ -152,7 +152,7 @@ func TestPooler(t *testing.T) {
 		{"transaction", "simple_protocol", dbpool.PoolerTransaction, pgx.QueryExecModeSimpleProtocol},
 		{"transaction", "cache_statement", dbpool.PoolerTransaction, pgx.QueryExecModeCacheStatement},
 	} {
-		c, err := Load(env(map[string]string{"DB_POOLER": tc.pooler, "DB_QUERY_EXEC_MODE": tc.execMode}))
+		c, err := Load(env(map[string]string{"DB_POOLER": tc.pooler, "DB_QUERY_EXEC_MODE": tc.execMode, "REALTIME": "off"}))
 		if err != nil || c.Pool.Pooler != tc.want || c.Pool.QueryExecMode != tc.wantMode {
 			t.Errorf("DB_POOLER=%q DB_QUERY_EXEC_MODE=%q: pooler %v, mode %v, %v; want %v, %v",
 				tc.pooler, tc.execMode, c.Pool.Pooler, c.Pool.QueryExecMode, err, tc.want, tc.wantMode)
@@ -265,5 +265,29 @@ func TestRealtimeBudget(t *testing.T) {
 	if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 1 || cfgErr.Problems[0].Var != "DB_POOL_SIZE" ||
 		!strings.Contains(err.Error(), "REALTIME=off") || !strings.Contains(err.Error(), "DATABASE_DIRECT_URL") {
 		t.Errorf("1 + 0 with the listener sharing the endpoint: err = %v, want one DB_POOL_SIZE problem naming the ways out", err)
+	}
+}
+
+// TestRealtimeNeedsSession: LISTEN through a transaction-mode pooler would
+// hear nothing, so that combination is refused unless the listener has a
+// direct URL or realtime is off.
+func TestRealtimeNeedsSession(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://pooler:6543/chatql", "JWT_SECRET": testSecret, "DB_POOLER": "transaction"}
+	_, err := Load(env(base))
+	var cfgErr *Error
+	if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 1 || cfgErr.Problems[0].Var != "DATABASE_DIRECT_URL" {
+		t.Errorf("transaction pooler, realtime on, no direct URL: err = %v, want one DATABASE_DIRECT_URL problem", err)
+	}
+	for name, extra := range map[string][2]string{
+		"direct URL":   {"DATABASE_DIRECT_URL", "postgres://db:5432/chatql"},
+		"realtime off": {"REALTIME", "off"},
+	} {
+		vars := map[string]string{extra[0]: extra[1]}
+		for k, v := range base {
+			vars[k] = v
+		}
+		if _, err := Load(env(vars)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
