@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
@@ -20,39 +21,7 @@ import (
 // Tokens and sign-in, end to end: which Authorization headers sign a
 // request in, Supabase users, signUp and signIn.
 
-const meQuery = "{ me { id displayName email } }"
-
 type meData struct{ Me userJSON }
-
-// postAuth sends query with the Authorization header set to authorization
-// as is; "" sends none.
-func (a *testAPI) postAuth(authorization, query string, vars map[string]any) *gqlResponse {
-	a.t.Helper()
-	b, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
-	req, _ := http.NewRequest(http.MethodPost, a.srv.URL+"/query", strings.NewReader(string(b)))
-	req.Header.Set("Content-Type", "application/json")
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
-	}
-	resp, raw := a.send(req)
-	return decodeGQL(a.t, resp, raw)
-}
-
-// signed returns claims signed with method and key.
-func signed(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
-	t.Helper()
-	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// chatqlClaims are the claims of a chatql token for sub, valid for an hour.
-func chatqlClaims(sub string) jwt.MapClaims {
-	now := time.Now()
-	return jwt.MapClaims{"iss": "chatql", "sub": sub, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
-}
 
 // supabaseClaims are the claims of a Supabase access token of a signed-in
 // user, valid for an hour.
@@ -68,22 +37,6 @@ func supabaseClaims(sub, email, fullName string) jwt.MapClaims {
 		"iat":           now.Unix(),
 		"exp":           now.Add(time.Hour).Unix(),
 	}
-}
-
-// withValues returns a copy of c with the given keys set (nil deletes).
-func withValues(c jwt.MapClaims, kv ...any) jwt.MapClaims {
-	out := jwt.MapClaims{}
-	for k, v := range c {
-		out[k] = v
-	}
-	for i := 0; i < len(kv); i += 2 {
-		if kv[i+1] == nil {
-			delete(out, kv[i].(string))
-		} else {
-			out[kv[i].(string)] = kv[i+1]
-		}
-	}
-	return out
 }
 
 // unsignedToken builds an alg "none" token by hand: header, claims and an
@@ -114,7 +67,7 @@ func expectUnauthenticated(t *testing.T, name string, r *gqlResponse) {
 func TestAuthRejectedTokens(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, annToken := a.member("Ann")
+	ann, annToken := a.user("Ann")
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +120,7 @@ func TestAuthRejectedTokens(t *testing.T) {
 func TestAuthIgnoredWhereNotNeeded(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	id, _ := a.user("Ann") // with a password, for signIn
+	id, _ := a.userWithPassword("Ann") // for signIn
 	for _, h := range []string{"Bearer garbage", "Basic xyz", "Bearer a.b.c"} {
 		var status struct{ PoolStatus struct{ Status string } }
 		a.postAuth(h, "{ poolStatus { status } }", nil).into(t, &status)
@@ -195,16 +148,22 @@ func TestSupabaseToken(t *testing.T) {
 
 	const concurrent = 2
 	results := make([]*gqlResponse, concurrent)
+	errs := make([]error, concurrent)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range concurrent {
 		wg.Go(func() {
 			<-start
-			results[i] = a.post(token, meQuery, nil)
+			results[i], errs[i] = a.client.query(context.Background(), token, meQuery, nil)
 		})
 	}
 	close(start)
 	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
 	for i, r := range append(results, a.post(token, meQuery, nil)) {
 		var data meData
 		r.into(t, &data)
@@ -226,7 +185,7 @@ func TestSupabaseToken(t *testing.T) {
 func TestSupabaseRefused(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, _ := a.member("Ann")
+	ann, _ := a.user("Ann")
 	for _, tc := range []struct {
 		name   string
 		claims jwt.MapClaims
@@ -251,7 +210,7 @@ func TestSupabaseRefused(t *testing.T) {
 		t.Errorf("%d users, want only Ann", got)
 	}
 
-	off := newAPI(t, func(o *apiOptions) { o.autoProvision = false })
+	off := a.replica(t, func(o *apiOptions) { o.autoProvision = false })
 	sub := uuid.NewString()
 	r := off.post(signed(t, jwt.SigningMethodHS256, apiSecret, supabaseClaims(sub, "sue@example.com", "Sue Pabase")), meQuery, nil)
 	expectUnauthenticated(t, "auto-provisioning off", r)
@@ -259,8 +218,6 @@ func TestSupabaseRefused(t *testing.T) {
 		t.Errorf("auto-provisioning off created the user")
 	}
 }
-
-const signUp = `mutation($in: SignUpInput!) { signUp(input: $in) { token expiresAt user { id displayName } } }`
 
 // TestSignUp: a new account signs in at once; its email is unique
 // whatever its case; bad input names the field and stores nothing.
@@ -324,14 +281,12 @@ func TestSignUp(t *testing.T) {
 	}
 }
 
-const signIn = `mutation($email: String!, $password: String!) { signIn(input: {email: $email, password: $password}) { token user { id } } }`
-
 // TestSignIn: the right password signs in whatever the email's case; a
 // wrong password and an unknown email are both UNAUTHENTICATED.
 func TestSignIn(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, _ := a.user("Ann")
+	ann, _ := a.userWithPassword("Ann")
 	for _, email := range []string{"ann@example.com", "ANN@Example.Com"} {
 		var in struct {
 			SignIn struct {

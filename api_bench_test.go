@@ -15,7 +15,7 @@ import (
 // the pgx tracer.
 func BenchmarkInbox(b *testing.B) {
 	a := newAPI(b)
-	token := inboxFixture(b, a)
+	token := inboxFixture(a)
 	handler := a.srv.Config.Handler
 	body, _ := json.Marshal(map[string]any{"query": graph.InboxQuery})
 	run := func() int {

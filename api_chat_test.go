@@ -17,24 +17,6 @@ import (
 // The chat flows end to end: conversations, messages, read marks,
 // participants, who may see what, and paging.
 
-// member creates a user directly in the database, like a.user, but
-// without a password: a bcrypt hash costs over half a second under -race,
-// and only the sign-in tests need one. Its email is lower(name) +
-// "@example.com".
-func (a *testAPI) member(name string) (id, token string) {
-	a.t.Helper()
-	err := a.admin.QueryRow(context.Background(),
-		"INSERT INTO users (email, display_name) VALUES ($1, $2) RETURNING id::text",
-		strings.ToLower(name)+"@example.com", name).Scan(&id)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	if token, _, err = a.tokens.Issue(id); err != nil {
-		a.t.Fatal(err)
-	}
-	return id, token
-}
-
 // lastMessageAt reads a conversation's last_message_at as text ("" for
 // NULL), for before-and-after comparisons.
 func (a *testAPI) lastMessageAt(conv string) string {
@@ -48,62 +30,6 @@ func (a *testAPI) lastMessageAt(conv string) string {
 		return ""
 	}
 	return *at
-}
-
-type userJSON struct {
-	ID          string
-	DisplayName string
-	Email       *string
-}
-
-type messageJSON struct {
-	ID           string
-	Body         string
-	CreatedAt    string
-	Author       userJSON
-	Conversation *conversationJSON
-}
-
-type pageInfoJSON struct {
-	HasNextPage bool
-	EndCursor   *string
-}
-
-type conversationJSON struct {
-	ID            string
-	Title         *string
-	CreatedAt     string
-	LastMessageAt *string
-	UnreadCount   int
-	Participants  []userJSON
-	LastMessage   *messageJSON
-	Messages      struct {
-		Nodes    []messageJSON
-		PageInfo pageInfoJSON
-	}
-}
-
-func ids[T any](items []T, id func(T) string) []string {
-	out := make([]string, len(items))
-	for i, it := range items {
-		out[i] = id(it)
-	}
-	return out
-}
-
-func userIDs(us []userJSON) []string { return ids(us, func(u userJSON) string { return u.ID }) }
-
-func conversationIDs(cs []conversationJSON) []string {
-	return ids(cs, func(c conversationJSON) string { return c.ID })
-}
-
-func parseTime(t *testing.T, s string) time.Time {
-	t.Helper()
-	at, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		t.Fatalf("Time %q: %v", s, err)
-	}
-	return at
 }
 
 // inbox returns the viewer's conversation ids, most recent activity first.
@@ -129,17 +55,14 @@ func (a *testAPI) conversationAs(token, id string) conversationJSON {
 	return data.Conversation
 }
 
-const createConversation = `mutation($in: CreateConversationInput!) { createConversation(input: $in) {
-	id title createdAt lastMessageAt unreadCount participants { id } lastMessage { id } messages { nodes { id } } } }`
-
 // TestChatCreateConversation: a new conversation has the viewer and the
 // named users (each once) as participants; a bad or unknown participant
 // or title stores nothing.
 func TestChatCreateConversation(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, annToken := a.member("Ann")
-	bob, bobToken := a.member("Bob")
+	ann, annToken := a.user("Ann")
+	bob, bobToken := a.user("Bob")
 
 	before := time.Now()
 	var data struct{ CreateConversation conversationJSON }
@@ -192,8 +115,7 @@ func TestChatCreateConversation(t *testing.T) {
 		}
 	}
 
-	convs := a.count("SELECT count(*)::int FROM conversations")
-	participants := a.count("SELECT count(*)::int FROM conversation_participants")
+	rowsBefore := a.rows()
 	tooMany := make([]string, 101)
 	for i := range tooMany {
 		tooMany[i] = uuid.NewString()
@@ -220,16 +142,8 @@ func TestChatCreateConversation(t *testing.T) {
 			t.Errorf("%s: data %s, want null", tc.name, r.Data)
 		}
 	}
-	if got := a.count("SELECT count(*)::int FROM conversations"); got != convs {
-		t.Errorf("rejected creations stored conversations: %d, want %d", got, convs)
-	}
-	if got := a.count("SELECT count(*)::int FROM conversation_participants"); got != participants {
-		t.Errorf("rejected creations stored participants: %d, want %d", got, participants)
-	}
+	a.expectRows("rejected creations", rowsBefore)
 }
-
-const sendMessage = `mutation($c: ID!, $b: String!) { sendMessage(input: {conversationId: $c, body: $b}) {
-	id body createdAt author { id displayName } conversation { id lastMessageAt } } }`
 
 // TestChatSendMessage: a sent message is the viewer's, trimmed, the
 // conversation's latest, unread for the others only, and moves the
@@ -237,8 +151,8 @@ const sendMessage = `mutation($c: ID!, $b: String!) { sendMessage(input: {conver
 func TestChatSendMessage(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, annToken := a.member("Ann")
-	bob, bobToken := a.member("Bob")
+	ann, annToken := a.user("Ann")
+	bob, bobToken := a.user("Bob")
 	older := a.conversation("older", []string{ann, bob}, "old news")
 	target := a.conversation("target", []string{ann, bob})
 	if _, err := a.admin.Exec(context.Background(), "UPDATE conversations SET created_at = now() - interval '1 hour' WHERE id = $1", target); err != nil {
@@ -296,10 +210,10 @@ func TestChatSendMessage(t *testing.T) {
 func TestChatSendMessageRejected(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, annToken := a.member("Ann")
-	bob, bobToken := a.member("Bob")
+	ann, annToken := a.user("Ann")
+	bob, bobToken := a.user("Bob")
 	conv := a.conversation("", []string{ann, bob}, "first")
-	messages := a.count("SELECT count(*)::int FROM messages")
+	before := a.rows()
 	lastAt := a.lastMessageAt(conv)
 
 	for _, tc := range []struct {
@@ -321,9 +235,7 @@ func TestChatSendMessageRejected(t *testing.T) {
 			t.Errorf("%s: data %s", tc.name, r.Data)
 		}
 	}
-	if got := a.count("SELECT count(*)::int FROM messages"); got != messages {
-		t.Errorf("rejected messages stored: %d, want %d", got, messages)
-	}
+	a.expectRows("rejected messages", before)
 	if got := a.lastMessageAt(conv); got != lastAt {
 		t.Errorf("last_message_at moved from %s to %s", lastAt, got)
 	}
@@ -338,20 +250,18 @@ func TestChatSendMessageRejected(t *testing.T) {
 	if data.SendMessage.Body != long || utf8.RuneCountInString(data.SendMessage.Body) != 4000 {
 		t.Errorf("4000 characters came back as %d characters", utf8.RuneCountInString(data.SendMessage.Body))
 	}
-	if got := a.count("SELECT count(*)::int FROM messages"); got != messages+1 {
-		t.Errorf("%d messages, want %d", got, messages+1)
+	if got, want := a.count("SELECT count(*)::int FROM messages"), before["messages"]+1; got != want {
+		t.Errorf("%d messages, want %d", got, want)
 	}
 }
-
-const markRead = `mutation($c: ID!) { markConversationRead(conversationId: $c) { id unreadCount } }`
 
 // TestChatMarkConversationRead: marking read zeroes the viewer's unread
 // count only, until someone else writes again.
 func TestChatMarkConversationRead(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, annToken := a.member("Ann")
-	bob, bobToken := a.member("Bob")
+	ann, annToken := a.user("Ann")
+	bob, bobToken := a.user("Bob")
 	conv := a.conversation("", []string{ann, bob}, "a1", "b1", "a2") // Ann, Bob, Ann
 
 	unread := func(token string) int { return a.conversationAs(token, conv).UnreadCount }
@@ -390,9 +300,9 @@ const addParticipant = `mutation($c: ID!, $u: ID!) { addParticipant(conversation
 func TestChatAddParticipant(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, annToken := a.member("Ann")
-	bob, _ := a.member("Bob")
-	cat, catToken := a.member("Cat")
+	ann, annToken := a.user("Ann")
+	bob, _ := a.user("Bob")
+	cat, catToken := a.user("Cat")
 	conv := a.conversation("", []string{ann, bob}, "hello")
 	if got := a.inbox(catToken); len(got) != 0 {
 		t.Fatalf("Cat's inbox before: %v", got)
@@ -437,9 +347,9 @@ func TestChatAddParticipant(t *testing.T) {
 func TestAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, annToken := a.member("Ann")
-	bob, _ := a.member("Bob")
-	cat, catToken := a.member("Cat")
+	ann, annToken := a.user("Ann")
+	bob, _ := a.user("Bob")
+	cat, catToken := a.user("Cat")
 	x := a.conversation("secret", []string{ann, bob}, "m1", "m2")
 	own := a.conversation("cat's", []string{cat, ann}, "hi Cat")
 	missing := uuid.NewString()
@@ -509,8 +419,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 func TestUserProfiles(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, annToken := a.member("Ann")
-	bob, _ := a.member("Bob")
+	ann, annToken := a.user("Ann")
+	bob, _ := a.user("Bob")
 	conv := a.conversation("", []string{bob, ann}, "from Bob") // Bob writes
 
 	var data struct {
@@ -558,32 +468,18 @@ func TestUserProfiles(t *testing.T) {
 	}
 }
 
-const messagePage = `query($c: ID!, $after: String) { conversation(id: $c) {
-	messages(first: 10, after: $after) { edges { cursor node { id body createdAt } } pageInfo { hasNextPage endCursor } } } }`
-
 // TestPaginationMessages: 25 messages page back in time as 10, 10, 5,
 // newest first, without overlap; past the end is an empty page.
 func TestPaginationMessages(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, token := a.member("Ann")
+	ann, token := a.user("Ann")
 	bodies := make([]string, 25)
 	for i := range bodies {
 		bodies[i] = fmt.Sprintf("m%02d", i)
 	}
 	conv := a.conversation("", []string{ann}, bodies...)
 
-	type page struct {
-		Conversation struct {
-			Messages struct {
-				Edges []struct {
-					Cursor string
-					Node   messageJSON
-				}
-				PageInfo pageInfoJSON
-			}
-		}
-	}
 	seen := map[string]bool{}
 	var got []string
 	var after any
@@ -592,7 +488,7 @@ func TestPaginationMessages(t *testing.T) {
 		n    int
 		next bool
 	}{{10, true}, {10, true}, {5, false}, {0, false}} {
-		var p page
+		var p messagePageJSON
 		a.post(token, messagePage, map[string]any{"c": conv, "after": after}).into(t, &p)
 		m := p.Conversation.Messages
 		if len(m.Edges) != want.n || m.PageInfo.HasNextPage != want.next {
@@ -634,8 +530,8 @@ func TestPaginationMessages(t *testing.T) {
 func TestPaginationConversations(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, token := a.member("Ann")
-	bob, _ := a.member("Bob")
+	ann, token := a.user("Ann")
+	bob, _ := a.user("Bob")
 	base := time.Now().Truncate(time.Second)
 	// activity in minutes before base; -1 means no message, created 5 min ago.
 	type conv struct {
@@ -695,7 +591,7 @@ func TestPaginationConversations(t *testing.T) {
 func TestPaginationSamePageTwice(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, token := a.member("Ann")
+	ann, token := a.user("Ann")
 	conv := a.conversation("", []string{ann}, "one", "two", "three")
 
 	var byID struct {

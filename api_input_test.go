@@ -26,42 +26,6 @@ import (
 // persisted queries, introspection, GET and the playground. Every GraphQL
 // response they see must give each error a code and leak nothing internal.
 
-// send makes a raw request to the test server and returns the response
-// with its body read.
-func (a *testAPI) send(req *http.Request) (*http.Response, []byte) {
-	a.t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		a.t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		a.t.Fatalf("%s %s: read body: %v", req.Method, req.URL.Path, err)
-	}
-	return resp, raw
-}
-
-// get sends GET path (with its query string) to the test server.
-func (a *testAPI) get(token, path string) (*http.Response, []byte) {
-	a.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, a.srv.URL+path, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	return a.send(req)
-}
-
-// decodeGQL decodes a GraphQL response body, failing if it is not JSON.
-func decodeGQL(t testing.TB, resp *http.Response, raw []byte) *gqlResponse {
-	t.Helper()
-	r := &gqlResponse{Status: resp.StatusCode, Header: resp.Header, Raw: raw}
-	if err := json.Unmarshal(raw, r); err != nil {
-		t.Fatalf("status %d, body not JSON: %.300s", resp.StatusCode, raw)
-	}
-	return r
-}
-
 // leakMarkers are fragments of parser and driver errors that must never
 // reach a client.
 var leakMarkers = []string{"strconv", "uuid:", "SQLSTATE", "pgx"}
@@ -111,7 +75,7 @@ func expectCode(t *testing.T, name string, r *gqlResponse, code, field string) {
 func TestInputPageSizeAndCursor(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, token := a.member("Ann")
+	ann, token := a.user("Ann")
 	conv := a.conversation("", []string{ann}, "hello")
 	garbageCursor := base64.RawURLEncoding.EncodeToString([]byte("x|y"))
 	noIDCursor := base64.RawURLEncoding.EncodeToString([]byte(time.Now().UTC().Format(time.RFC3339Nano) + "|not-an-id"))
@@ -166,12 +130,11 @@ func TestInputPageSizeAndCursor(t *testing.T) {
 func TestInputMalformedIDs(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, token := a.member("Ann")
+	ann, token := a.user("Ann")
 	conv := a.conversation("", []string{ann})
 	valid := uuid.NewString()
 	vars := map[string]any{"c": conv, "u": ann}
-	messages := a.count("SELECT count(*)::int FROM messages")
-	participants := a.count("SELECT count(*)::int FROM conversation_participants")
+	before := a.rows()
 
 	for _, tc := range []struct {
 		name, query string
@@ -197,15 +160,7 @@ func TestInputMalformedIDs(t *testing.T) {
 		}
 		expectCode(t, tc.name, r, graph.CodeBadUserInput, tc.field)
 	}
-	if got := a.count("SELECT count(*)::int FROM conversations"); got != 1 {
-		t.Errorf("%d conversations after rejected writes, want 1", got)
-	}
-	if got := a.count("SELECT count(*)::int FROM messages"); got != messages {
-		t.Errorf("%d messages after rejected writes, want %d", got, messages)
-	}
-	if got := a.count("SELECT count(*)::int FROM conversation_participants"); got != participants {
-		t.Errorf("%d participants after rejected writes, want %d", got, participants)
-	}
+	a.expectRows("rejected writes", before)
 }
 
 // TestInputNULCharacters: a string argument holding U+0000 (which
@@ -213,7 +168,7 @@ func TestInputMalformedIDs(t *testing.T) {
 func TestInputNULCharacters(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, token := a.member("Ann")
+	ann, token := a.user("Ann")
 	conv := a.conversation("", []string{ann})
 	for _, tc := range []struct {
 		name, query string
@@ -277,14 +232,14 @@ func TestBodyTooLarge(t *testing.T) {
 		} else if req.ContentLength != int64(tc.size) {
 			t.Fatalf("%s: Content-Length %d, want %d", tc.name, req.ContentLength, tc.size)
 		}
-		resp, raw := a.send(req)
+		resp, raw := a.do(req)
 		if resp.StatusCode != tc.status {
 			t.Errorf("%s: HTTP %d, want %d: %.200s", tc.name, resp.StatusCode, tc.status, raw)
 		}
 		// A 413 decided before the body is read is plain text; any JSON
 		// answer must follow the error rules.
 		if strings.Contains(resp.Header.Get("Content-Type"), "json") {
-			r := decodeGQL(t, resp, raw)
+			r := a.decode(resp, raw)
 			checkProtocol(t, r)
 			if tc.status == http.StatusOK && (len(r.Errors) > 0 || !bytes.Contains(r.Data, []byte(`"Query"`))) {
 				t.Errorf("%s: %.200s", tc.name, raw)
@@ -306,7 +261,7 @@ const expensiveQuery = `{ conversations(first: 100) { nodes { messages(first: 10
 func TestComplexityLimit(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, token := a.member("Ann")
+	ann, token := a.user("Ann")
 	a.conversation("", []string{ann}, "hello")
 	a.waitReleased()
 
@@ -388,7 +343,7 @@ func overflowingQuery() string {
 func TestComplexityOverflow(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	_, token := a.member("Ann")
+	_, token := a.user("Ann")
 	r := a.post(token, overflowingQuery(), nil)
 	checkProtocol(t, r)
 	if r.Status != http.StatusUnprocessableEntity || len(r.Errors) != 1 || r.Errors[0].Extensions.Code != graph.CodeComplexityLimit {
@@ -412,12 +367,12 @@ func apqBody(query, hash string) map[string]any {
 func TestAPQ(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, token := a.member("Ann")
+	ann, token := a.user("Ann")
 	query := "{ me { id } }"
 	sum := sha256.Sum256([]byte(query))
 	hash := hex.EncodeToString(sum[:])
 
-	r := a.postCtx(t.Context(), token, apqBody("", hash))
+	r := a.postBody(bearer(token), apqBody("", hash))
 	checkProtocol(t, r)
 	if code := r.code(t); code != "PERSISTED_QUERY_NOT_FOUND" {
 		t.Fatalf("unknown hash: code %s, want PERSISTED_QUERY_NOT_FOUND", code)
@@ -431,7 +386,7 @@ func TestAPQ(t *testing.T) {
 		if step == "hash alone" {
 			q = ""
 		}
-		r := a.postCtx(t.Context(), token, apqBody(q, hash))
+		r := a.postBody(bearer(token), apqBody(q, hash))
 		checkProtocol(t, r)
 		var data struct{ Me struct{ ID string } }
 		r.into(t, &data)
@@ -441,7 +396,7 @@ func TestAPQ(t *testing.T) {
 	}
 
 	// A hash that does not match its query is refused, not run.
-	r = a.postCtx(t.Context(), token, apqBody("{ me { displayName } }", hash))
+	r = a.postBody(bearer(token), apqBody("{ me { displayName } }", hash))
 	checkProtocol(t, r)
 	if len(r.Errors) == 0 || (len(r.Data) != 0 && string(r.Data) != "null") {
 		t.Errorf("mismatched hash: %s", r.Raw)
@@ -467,7 +422,7 @@ func TestIntrospection(t *testing.T) {
 		t.Errorf("introspection does not list Conversation: %.300s", r.Raw)
 	}
 
-	off := newAPI(t, func(o *apiOptions) { o.introspection = false })
+	off := on.replica(t, func(o *apiOptions) { o.introspection = false })
 	for _, q := range []string{"{ __schema { types { name } } }", `{ __type(name: "User") { name } }`} {
 		r := off.post("", q, nil)
 		checkProtocol(t, r)
@@ -494,11 +449,11 @@ func TestIntrospection(t *testing.T) {
 func TestGETQuery(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	ann, token := a.member("Ann")
+	ann, token := a.user("Ann")
 	conv := a.conversation("", []string{ann}, "hello")
 
 	resp, raw := a.get(token, "/query?query="+url.QueryEscape("{ me { id } }"))
-	r := decodeGQL(t, resp, raw)
+	r := a.decode(resp, raw)
 	checkProtocol(t, r)
 	var me struct{ Me struct{ ID string } }
 	r.into(t, &me)
@@ -508,7 +463,7 @@ func TestGETQuery(t *testing.T) {
 
 	v, _ := json.Marshal(map[string]any{"id": ann})
 	resp, raw = a.get(token, "/query?query="+url.QueryEscape("query($id: ID!) { user(id: $id) { displayName } }")+"&variables="+url.QueryEscape(string(v)))
-	r = decodeGQL(t, resp, raw)
+	r = a.decode(resp, raw)
 	checkProtocol(t, r)
 	var user struct{ User struct{ DisplayName string } }
 	r.into(t, &user)
@@ -548,8 +503,8 @@ func TestInputTransportErrorsCoded(t *testing.T) {
 		if tc.contentType != "" {
 			req.Header.Set("Content-Type", tc.contentType)
 		}
-		resp, raw := a.send(req)
-		r := decodeGQL(t, resp, raw)
+		resp, raw := a.do(req)
+		r := a.decode(resp, raw)
 		if len(r.Errors) == 0 {
 			t.Errorf("%s: no error: %s", tc.name, raw)
 		}
@@ -571,16 +526,16 @@ func TestInputRequestErrorsNotInternal(t *testing.T) {
 
 	var rs []*gqlResponse
 	rs = append(rs, a.post("", "{ __schema { types { name } } }", nil))
-	rs = append(rs, a.postCtx(t.Context(), "", apqBody("{ poolStatus { status } }", hex.EncodeToString(sum[:]))))
+	rs = append(rs, a.postBody("", apqBody("{ poolStatus { status } }", hex.EncodeToString(sum[:]))))
 	req, _ := http.NewRequest(http.MethodPost, a.srv.URL+"/query", strings.NewReader(`{"query":`))
 	req.Header.Set("Content-Type", "application/json")
-	resp, raw := a.send(req)
-	rs = append(rs, decodeGQL(t, resp, raw))
+	resp, raw := a.do(req)
+	rs = append(rs, a.decode(resp, raw))
 	prefix, pad, suffix := bodyOfSize(web.MaxRequestBytes + 1)
 	req, _ = http.NewRequest(http.MethodPost, a.srv.URL+"/query", io.MultiReader(strings.NewReader(prefix), strings.NewReader(pad), strings.NewReader(suffix)))
 	req.Header.Set("Content-Type", "application/json")
-	resp, raw = a.send(req)
-	rs = append(rs, decodeGQL(t, resp, raw))
+	resp, raw = a.do(req)
+	rs = append(rs, a.decode(resp, raw))
 
 	for i, r := range rs {
 		checkProtocol(t, r)
@@ -603,8 +558,8 @@ func TestInputMalformedJSONBody(t *testing.T) {
 	for _, body := range []string{`{"query":`, `not json`, `[]`} {
 		req, _ := http.NewRequest(http.MethodPost, a.srv.URL+"/query", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
-		resp, raw := a.send(req)
-		r := decodeGQL(t, resp, raw)
+		resp, raw := a.do(req)
+		r := a.decode(resp, raw)
 		checkProtocol(t, r)
 		if resp.StatusCode != http.StatusBadRequest || len(r.Errors) == 0 {
 			t.Errorf("%q: HTTP %d, want 400 with an error: %s", body, resp.StatusCode, raw)

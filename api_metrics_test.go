@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"chatql/graph"
 )
@@ -18,38 +15,21 @@ import (
 // scrape reads /metrics with the Prometheus text parser.
 func (a *testAPI) scrape(token string) map[string]*dto.MetricFamily {
 	a.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, a.srv.URL+"/metrics", nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	fams, err := scrapeMetrics(a.srv.URL, token)
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		a.t.Fatalf("/metrics: %d", resp.StatusCode)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		a.t.Fatalf("parse /metrics: %v", err)
-	}
-	return families
+	return fams
 }
 
-// value is the value of an unlabelled gauge or counter.
+// value is the value of an unlabelled gauge or counter, which must be there.
 func value(t *testing.T, fams map[string]*dto.MetricFamily, name string) float64 {
 	t.Helper()
-	f, ok := fams[name]
-	if !ok || len(f.Metric) != 1 {
+	v, ok := metricValue(fams, name)
+	if !ok {
 		t.Fatalf("metric %s missing", name)
 	}
-	m := f.Metric[0]
-	if m.Gauge != nil {
-		return m.Gauge.GetValue()
-	}
-	return m.Counter.GetValue()
+	return v
 }
 
 // operations is the count of the operation histogram for type and outcome.
@@ -79,13 +59,8 @@ func TestMetricsMatchHealth(t *testing.T) {
 	a.post(token, "{ me { id } }", nil)
 	a.waitReleased()
 	fams := a.scrape("")
-	resp, err := http.Get(a.srv.URL + "/health/db-pool")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var h map[string]float64
-	_ = json.NewDecoder(resp.Body).Decode(&h)
+	var h map[string]any
+	a.getJSON("/health/db-pool", &h)
 	for metric, field := range map[string]string{
 		"chatql_db_connections_checked_out":    "checked_out",
 		"chatql_db_connections_idle":           "checked_in",
@@ -98,7 +73,7 @@ func TestMetricsMatchHealth(t *testing.T) {
 		"chatql_db_recycled_connections_total": "recycled",
 		"chatql_db_connections_opened_total":   "opened",
 	} {
-		if got := value(t, fams, metric); got != h[field] {
+		if got, want := value(t, fams, metric), h[field]; got != want {
 			t.Errorf("%s = %v, /health/db-pool %s = %v", metric, got, field, h[field])
 		}
 	}
@@ -113,7 +88,9 @@ func TestMetricsMatchHealth(t *testing.T) {
 // terminated backend, the counters move by exactly the expected amounts.
 func TestMetricsCountWorkload(t *testing.T) {
 	t.Parallel()
-	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 1, 0, 300*time.Millisecond })
+	// A pool timeout of a second: opening the one connection on a loaded
+	// machine must not run into it.
+	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 1, 0, time.Second })
 	_, token := a.user("Ann")
 	a.post(token, "{ me { id } }", nil) // open the one connection
 	a.waitReleased()
@@ -138,10 +115,7 @@ func TestMetricsCountWorkload(t *testing.T) {
 	if killed != 1 {
 		t.Fatalf("terminated %d backends, want 1", killed)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for a.backends() != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, 20*time.Second, "the terminated backend to go", func() bool { return a.backends() == 0 })
 	if r := a.post(token, "{ me { id } }", nil); len(r.Errors) > 0 {
 		t.Fatalf("query after terminate: %s", r.Raw)
 	}
@@ -178,23 +152,13 @@ func TestMetricsToken(t *testing.T) {
 			if header != "" {
 				req.Header.Set("Authorization", header)
 			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != want {
+			if resp, _ := a.do(req); resp.StatusCode != want {
 				t.Errorf("%s with %q: %d, want %d", path, header, resp.StatusCode, want)
 			}
 		}
 	}
 	for _, path := range []string{"/health", "/health/ready"} {
-		resp, err := http.Get(a.srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
+		if resp, _ := a.get("", path); resp.StatusCode != 200 {
 			t.Errorf("%s: %d", path, resp.StatusCode)
 		}
 	}

@@ -1,18 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -23,12 +17,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"chatql/config"
 	"chatql/dbpool"
 	"chatql/graph"
 	"chatql/localpg/pgtest"
-	"chatql/metrics"
-	"chatql/web"
 )
 
 // The incident chatql was built for, replayed through a real PgBouncer: a
@@ -36,26 +27,6 @@ import (
 // pooler answers "MaxClientsInSessionMode: max clients reached". Each test
 // starts its own PgBouncer in front of the package's throwaway cluster and
 // routes the API's pool through it; fixtures and checks use the direct URL.
-
-// startPooler starts a PgBouncer in front of the test cluster (skipping
-// the test under TEST_DATABASE_URL) and stops it when the test ends.
-func startPooler(t *testing.T, mode string, maxClientConn, defaultPoolSize int) *pgtest.Bouncer {
-	t.Helper()
-	return pgtest.NewBouncer(t, pgtest.BouncerOptions{PoolMode: mode, MaxClientConn: maxClientConn, DefaultPoolSize: defaultPoolSize})
-}
-
-// throughBouncer returns an apiOptions.poolURL that sends the pool through
-// b: the same database and credentials, PgBouncer's host and port.
-func throughBouncer(b *pgtest.Bouncer) func(string) string {
-	return func(direct string) string {
-		u, err := url.Parse(direct)
-		if err != nil {
-			panic(fmt.Sprintf("test database URL %q: %v", direct, err))
-		}
-		u.Host = fmt.Sprintf("127.0.0.1:%d", b.Port())
-		return u.String()
-	}
-}
 
 // bouncerRefusals counts the clients PgBouncer turned away for
 // max_client_conn, from its log: its own side of the story.
@@ -68,39 +39,6 @@ func bouncerRefusals(t *testing.T, b *pgtest.Bouncer) int {
 	// One WARNING line per refused client; the LOG line "closing because"
 	// depends on log_disconnections.
 	return strings.Count(string(content), "pooler error: no more connections allowed")
-}
-
-// newReplica is another chatql serving the database of primary, as a second
-// replica of a deployment would: its own pool (with cfg) through poolURL,
-// its own handler, the same token secret. It has no admin connection:
-// fixtures and checks go through primary. logger nil discards the log.
-func newReplica(t *testing.T, primary *testAPI, poolURL func(string) string, cfg dbpool.Config, logger *slog.Logger) *testAPI {
-	t.Helper()
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	cfg.ApplicationName = primary.appName + "-" + hex.EncodeToString(b[:])
-	a := &testAPI{t: t, counter: &statementCounter{}, appName: cfg.ApplicationName, dbURL: primary.dbURL, tokens: primary.tokens}
-	var err error
-	if a.pool, err = dbpool.New(poolURL(primary.dbURL), cfg, logger, dbpool.WithTracer(a.counter)); err != nil {
-		t.Fatal(err)
-	}
-	stats := true
-	a.srv = httptest.NewServer(newHandler(apiConfig{
-		pool:    a.pool,
-		tokens:  a.tokens,
-		logger:  logger,
-		cfg:     config.Config{AutoProvision: true, Introspection: true, DBStats: &stats},
-		metrics: metrics.New(),
-		streams: web.NewStreams(),
-	}))
-	t.Cleanup(func() {
-		a.srv.Close()
-		a.pool.Close()
-	})
-	return a
 }
 
 // errorLog is a slog handler that tallies the err attribute of every
@@ -161,6 +99,27 @@ type loadResult struct {
 	elapsed      time.Duration
 }
 
+// expectAllOK fails unless every request of the phase, of which there
+// were some, succeeded.
+func (r loadResult) expectAllOK(t *testing.T, phase string) {
+	t.Helper()
+	if r.ok != r.requests || r.requests == 0 {
+		t.Errorf("%s: %d of %d requests failed; first failures:\n%s", phase, r.requests-r.ok, r.requests, strings.Join(r.failures, "\n"))
+	}
+}
+
+// expectWithinBudget fails if the server saw more connections than budget,
+// or the pools had more open, or PgBouncer refused anyone.
+func expectWithinBudget(t *testing.T, budget, maxServer, maxPool, refused int) {
+	t.Helper()
+	if maxServer > budget || maxPool > budget {
+		t.Errorf("saw %d server and %d pool connections, the budget is %d", maxServer, maxPool, budget)
+	}
+	if refused != 0 {
+		t.Errorf("PgBouncer refused %d clients", refused)
+	}
+}
+
 func (r loadResult) perSecond() float64 { return float64(r.requests) / r.elapsed.Seconds() }
 
 func (r loadResult) String() string {
@@ -172,44 +131,48 @@ func (r loadResult) String() string {
 // request after another, spread over servers, until d has passed; each
 // request may take at most reqTimeout. Requests in flight at the end are
 // waited for.
-func runLoad(servers []*testAPI, token string, body map[string]any, clients int, d, reqTimeout time.Duration) loadResult {
-	payload, _ := json.Marshal(body)
-	transport := &http.Transport{MaxIdleConnsPerHost: clients}
-	defer transport.CloseIdleConnections()
-	client := &http.Client{Transport: transport, Timeout: reqTimeout}
-
+func runLoad(t *testing.T, servers []*testAPI, token string, body map[string]any, clients int, d, reqTimeout time.Duration) loadResult {
+	conns := make([]gqlClient, len(servers))
+	for i, s := range servers {
+		conns[i] = s.loadClient(t, reqTimeout)
+	}
 	res := loadResult{statuses: map[int]int{}, codes: map[string]int{}}
 	var mu sync.Mutex
-	record := func(status int, retryAfter string, raw []byte, latency time.Duration, transportErr error) {
+	record := func(r *gqlResponse, err error, latency time.Duration) {
 		mu.Lock()
 		defer mu.Unlock()
 		res.requests++
 		res.maxLatency = max(res.maxLatency, latency)
-		if transportErr != nil {
+		var notJSON *notJSONError
+		switch {
+		case errors.As(err, &notJSON):
+			res.statuses[notJSON.status]++
+			res.codes["(body not JSON)"]++
+			if len(res.failures) < 5 {
+				res.failures = append(res.failures, err.Error())
+			}
+			return
+		case err != nil:
 			res.transport++
 			if len(res.failures) < 5 {
-				res.failures = append(res.failures, transportErr.Error())
+				res.failures = append(res.failures, err.Error())
 			}
 			return
 		}
-		res.statuses[status]++
-		if status == http.StatusServiceUnavailable && retryAfter == "" {
+		res.statuses[r.Status]++
+		if r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") == "" {
 			res.missing503++
-		}
-		var r gqlResponse
-		if err := json.Unmarshal(raw, &r); err != nil {
-			res.codes["(body not JSON)"]++
 		}
 		for _, e := range r.Errors {
 			res.codes[e.Extensions.Code]++
 		}
-		if len(r.Errors) > 0 && status != http.StatusServiceUnavailable {
+		if len(r.Errors) > 0 && r.Status != http.StatusServiceUnavailable {
 			res.errorsNot503++
 		}
-		if status == http.StatusOK && len(r.Errors) == 0 && r.Data != nil {
+		if r.ok() && r.Data != nil {
 			res.ok++
 		} else if len(res.failures) < 5 {
-			res.failures = append(res.failures, fmt.Sprintf("%d %s", status, raw))
+			res.failures = append(res.failures, fmt.Sprintf("%d %s", r.Status, r.Raw))
 		}
 	}
 
@@ -217,21 +180,12 @@ func runLoad(servers []*testAPI, token string, body map[string]any, clients int,
 	end := start.Add(d)
 	var wg sync.WaitGroup
 	for i := range clients {
-		srv := servers[i%len(servers)].srv
+		c := conns[i%len(conns)]
 		wg.Go(func() {
 			for time.Now().Before(end) {
-				req, _ := http.NewRequest(http.MethodPost, srv.URL+"/query", bytes.NewReader(payload))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Authorization", "Bearer "+token)
 				sent := time.Now()
-				resp, err := client.Do(req)
-				if err != nil {
-					record(0, "", nil, time.Since(sent), err)
-					continue
-				}
-				raw, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				record(resp.StatusCode, resp.Header.Get("Retry-After"), raw, time.Since(sent), err)
+				r, err := c.do(context.Background(), bearer(token), body)
+				record(r, err, time.Since(sent))
 			}
 		})
 	}
@@ -299,31 +253,25 @@ func (s *connSampler) finish(t *testing.T) (maxServer, maxPool int) {
 // clients for 10 s without one error, and never has more than 5
 // connections through the pooler.
 func TestPoolerSessionModeSupabaseBlock(t *testing.T) {
+	skipInShort(t, "load through PgBouncer")
 	t.Parallel()
 	b := startPooler(t, "session", 5, 5)
 	a := newAPI(t, func(o *apiOptions) {
 		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, 30*time.Second
 		o.poolURL = throughBouncer(b)
 	})
-	token := inboxFixture(t, a)
+	token := inboxFixture(a)
 
 	sampler := sampleConnections(a.admin, a.pool)
-	res := runLoad([]*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 256, 10*time.Second, 45*time.Second)
+	res := runLoad(t, []*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 256, 10*time.Second, 45*time.Second)
 	maxServer, maxPool := sampler.finish(t)
 	refused := bouncerRefusals(t, b)
 	t.Logf("session pooler, max_client_conn 5, chatql 3+2, 256 clients for 10 s: %s", res)
 	t.Logf("at most %d server connections, %d pool connections; PgBouncer refused %d clients; pool %+v",
 		maxServer, maxPool, refused, a.pool.Stats())
 
-	if res.ok != res.requests || res.requests == 0 {
-		t.Errorf("%d of %d requests failed; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
-	}
-	if maxServer > 5 || maxPool > 5 {
-		t.Errorf("saw %d server and %d pool connections, the budget is 5", maxServer, maxPool)
-	}
-	if refused != 0 {
-		t.Errorf("PgBouncer refused %d clients", refused)
-	}
+	res.expectAllOK(t, "load")
+	expectWithinBudget(t, 5, maxServer, maxPool, refused)
 	a.waitReleased()
 }
 
@@ -333,16 +281,17 @@ func TestPoolerSessionModeSupabaseBlock(t *testing.T) {
 // reports the refusal as it should: 503 DB_UNAVAILABLE with Retry-After,
 // promptly, never INTERNAL, never a hang.
 func TestPoolerMisconfigurationFails(t *testing.T) {
+	skipInShort(t, "load through PgBouncer")
 	t.Parallel()
 	b := startPooler(t, "session", 5, 5)
 	a := newAPI(t, func(o *apiOptions) {
 		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 20, 0, 30*time.Second
 		o.poolURL = throughBouncer(b)
 	})
-	token := inboxFixture(t, a)
+	token := inboxFixture(a)
 
 	const bound = 15 * time.Second
-	res := runLoad([]*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 64, 4*time.Second, bound)
+	res := runLoad(t, []*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 64, 4*time.Second, bound)
 	refused := bouncerRefusals(t, b)
 	t.Logf("session pooler, max_client_conn 5, chatql 20+0, 64 clients for 4 s: %s", res)
 	t.Logf("PgBouncer refused %d clients; pool %+v", refused, a.pool.Stats())
@@ -378,20 +327,6 @@ func TestPoolerMisconfigurationFails(t *testing.T) {
 	a.waitReleased()
 }
 
-// GraphQL documents of the transaction-mode flow.
-const (
-	poolerSignUp = `mutation($in: SignUpInput!) { signUp(input: $in) { token user { id displayName } } }`
-	poolerSignIn = `mutation($email: String!, $password: String!) {
-		signIn(input: {email: $email, password: $password}) { token user { id } } }`
-	poolerCreateConversation = `mutation($in: CreateConversationInput!) {
-		createConversation(input: $in) { id title participants { id } } }`
-	poolerSendMessage = `mutation($c: ID!, $b: String!) {
-		sendMessage(input: {conversationId: $c, body: $b}) { id body author { id } } }`
-	poolerMarkRead = `mutation($c: ID!) { markConversationRead(conversationId: $c) { id unreadCount } }`
-	poolerPage     = `query($c: ID!, $after: String) { conversation(id: $c) {
-		messages(first: 10, after: $after) { nodes { id body } pageInfo { hasNextPage endCursor } } } }`
-)
-
 // TestPoolerTransactionMode: behind a transaction-mode pooler (Supabase's
 // port 6543) chatql works with DB_QUERY_EXEC_MODE=exec, through every main
 // flow and under concurrent load, and with simple_protocol under load; with
@@ -399,6 +334,7 @@ const (
 // statements meet server connections that do not have them (or already
 // have them).
 func TestPoolerTransactionMode(t *testing.T) {
+	skipInShort(t, "load through PgBouncer")
 	t.Parallel()
 	// Fewer server connections than chatql has clients, so that the pooler
 	// really hands each transaction whichever server connection is free.
@@ -416,7 +352,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 	}
 	signUpAs := func(name string) authPayload {
 		var data struct{ SignUp authPayload }
-		a.post("", poolerSignUp, map[string]any{"in": map[string]any{
+		a.post("", signUp, map[string]any{"in": map[string]any{
 			"email": strings.ToLower(name) + "@example.com", "password": "password-" + name, "displayName": name,
 		}}).into(t, &data)
 		if data.SignUp.Token == "" || data.SignUp.User.DisplayName != name {
@@ -426,7 +362,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 	}
 	ann, bob := signUpAs("Ann"), signUpAs("Bob")
 	var in struct{ SignIn authPayload }
-	a.post("", poolerSignIn, map[string]any{"email": "ann@example.com", "password": "password-Ann"}).into(t, &in)
+	a.post("", signIn, map[string]any{"email": "ann@example.com", "password": "password-Ann"}).into(t, &in)
 	if in.SignIn.User.ID != ann.User.ID {
 		t.Fatalf("signIn as Ann gave user %s, want %s", in.SignIn.User.ID, ann.User.ID)
 	}
@@ -434,7 +370,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 
 	// Ann starts a conversation with Bob; they exchange 25 messages.
 	var created struct{ CreateConversation conversationJSON }
-	a.post(annToken, poolerCreateConversation, map[string]any{"in": map[string]any{
+	a.post(annToken, createConversation, map[string]any{"in": map[string]any{
 		"title": "through the pooler", "participantIds": []string{bob.User.ID},
 	}}).into(t, &created)
 	conv := created.CreateConversation
@@ -452,7 +388,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 			bobUnread++
 		}
 		var data struct{ SendMessage messageJSON }
-		a.post(token, poolerSendMessage, map[string]any{"c": conv.ID, "b": fmt.Sprintf("message %d", i)}).into(t, &data)
+		a.post(token, sendMessage, map[string]any{"c": conv.ID, "b": fmt.Sprintf("message %d", i)}).into(t, &data)
 		if data.SendMessage.Author.ID != author || data.SendMessage.Body != fmt.Sprintf("message %d", i) {
 			t.Fatalf("sendMessage %d: %+v", i, data.SendMessage)
 		}
@@ -476,7 +412,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 	}
 
 	var read struct{ MarkConversationRead conversationJSON }
-	a.post(bob.Token, poolerMarkRead, map[string]any{"c": conv.ID}).into(t, &read)
+	a.post(bob.Token, markRead, map[string]any{"c": conv.ID}).into(t, &read)
 	if read.MarkConversationRead.UnreadCount != 0 {
 		t.Errorf("unread after markConversationRead: %d", read.MarkConversationRead.UnreadCount)
 	}
@@ -485,17 +421,12 @@ func TestPoolerTransactionMode(t *testing.T) {
 	var paged []string
 	var after any
 	for page := 1; ; page++ {
-		var data struct {
-			Conversation struct {
-				Messages struct {
-					Nodes    []messageJSON
-					PageInfo pageInfoJSON
-				}
-			}
-		}
-		a.post(bob.Token, poolerPage, map[string]any{"c": conv.ID, "after": after}).into(t, &data)
+		var data messagePageJSON
+		a.post(bob.Token, messagePage, map[string]any{"c": conv.ID, "after": after}).into(t, &data)
 		m := data.Conversation.Messages
-		paged = append(paged, ids(m.Nodes, func(m messageJSON) string { return m.ID })...)
+		for _, e := range m.Edges {
+			paged = append(paged, e.Node.ID)
+		}
 		if !m.PageInfo.HasNextPage {
 			break
 		}
@@ -511,34 +442,33 @@ func TestPoolerTransactionMode(t *testing.T) {
 	}
 
 	// Concurrent load: more chatql connections than server connections.
-	res := runLoad([]*testAPI{a}, bob.Token, map[string]any{"query": graph.InboxQuery}, 32, 3*time.Second, 45*time.Second)
+	res := runLoad(t, []*testAPI{a}, bob.Token, map[string]any{"query": graph.InboxQuery}, 32, 3*time.Second, 45*time.Second)
 	t.Logf("transaction pooler (2 server connections), exec mode, 32 clients for 3 s: %s", res)
-	if res.ok != res.requests || res.requests == 0 {
-		t.Errorf("%d of %d requests failed in exec mode; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
-	}
+	res.expectAllOK(t, "exec mode")
 	a.waitReleased()
 
 	// simple_protocol, the other mode the README offers for transaction
 	// poolers, on the same pooler and database.
-	cfg := dbpool.DefaultConfig()
-	cfg.Size, cfg.MaxOverflow, cfg.Timeout = 3, 2, 10*time.Second
-	cfg.QueryExecMode = pgx.QueryExecModeSimpleProtocol
-	simple := newReplica(t, a, throughBouncer(b), cfg, nil)
-	res = runLoad([]*testAPI{simple}, bob.Token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
-	t.Logf("transaction pooler, simple_protocol mode, 16 clients for 2 s: %s", res)
-	if res.ok != res.requests || res.requests == 0 {
-		t.Errorf("%d of %d requests failed in simple_protocol mode; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
+	through := func(mode pgx.QueryExecMode) func(*apiOptions) {
+		return func(o *apiOptions) {
+			o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, 10*time.Second
+			o.pool.QueryExecMode = mode
+			o.poolURL = throughBouncer(b)
+		}
 	}
+	simple := a.replica(t, through(pgx.QueryExecModeSimpleProtocol))
+	res = runLoad(t, []*testAPI{simple}, bob.Token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
+	t.Logf("transaction pooler, simple_protocol mode, 16 clients for 2 s: %s", res)
+	res.expectAllOK(t, "simple_protocol mode")
 	simple.waitReleased()
 
 	// The default mode, cache_statement, on the same pooler and database:
 	// pgx prepares each statement under a name derived from its text
 	// (stmtcache_<hash>) on the server connection the pooler lent for that
 	// round trip, and runs it later on whichever one it lends next.
-	cfg.QueryExecMode = pgx.QueryExecModeCacheStatement
 	logged := &errorLog{}
-	cached := newReplica(t, a, throughBouncer(b), cfg, slog.New(logged))
-	res = runLoad([]*testAPI{cached}, bob.Token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
+	cached := a.replica(t, through(pgx.QueryExecModeCacheStatement), func(o *apiOptions) { o.logger = slog.New(logged) })
+	res = runLoad(t, []*testAPI{cached}, bob.Token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
 	errs := logged.tally()
 	t.Logf("transaction pooler, default cache_statement mode, 16 clients for 2 s: %s", res)
 	t.Logf("what the server logged:\n%s", strings.Join(errs, "\n"))
@@ -556,18 +486,19 @@ func TestPoolerTransactionMode(t *testing.T) {
 // sizing rule replicas × (size + overflow) ≤ limit holds, so 64 clients
 // spread over them get no errors.
 func TestPoolerReplicasShareBudget(t *testing.T) {
+	skipInShort(t, "load through PgBouncer")
 	t.Parallel()
 	b := startPooler(t, "session", 6, 6)
-	pooled := throughBouncer(b)
-	a := newAPI(t, func(o *apiOptions) {
+	pooled := func(o *apiOptions) {
 		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 1, 1, 30*time.Second
-		o.poolURL = pooled
-	})
-	token := inboxFixture(t, a)
-	replicas := []*testAPI{a, newReplica(t, a, pooled, a.pool.Config(), nil), newReplica(t, a, pooled, a.pool.Config(), nil)}
+		o.poolURL = throughBouncer(b)
+	}
+	a := newAPI(t, pooled)
+	token := inboxFixture(a)
+	replicas := []*testAPI{a, a.replica(t, pooled), a.replica(t, pooled)}
 
 	sampler := sampleConnections(a.admin, replicas[0].pool, replicas[1].pool, replicas[2].pool)
-	res := runLoad(replicas, token, map[string]any{"query": graph.InboxQuery}, 64, 5*time.Second, 45*time.Second)
+	res := runLoad(t, replicas, token, map[string]any{"query": graph.InboxQuery}, 64, 5*time.Second, 45*time.Second)
 	maxServer, maxPool := sampler.finish(t)
 	refused := bouncerRefusals(t, b)
 	t.Logf("session pooler, max_client_conn 6, 3 replicas of 1+1, 64 clients for 5 s: %s", res)
@@ -576,15 +507,8 @@ func TestPoolerReplicasShareBudget(t *testing.T) {
 		t.Logf("replica %d: %+v", i+1, r.pool.Stats())
 	}
 
-	if res.ok != res.requests || res.requests == 0 {
-		t.Errorf("%d of %d requests failed; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
-	}
-	if maxServer > 6 || maxPool > 6 {
-		t.Errorf("saw %d server and %d pool connections, the budget is 6", maxServer, maxPool)
-	}
-	if refused != 0 {
-		t.Errorf("PgBouncer refused %d clients", refused)
-	}
+	res.expectAllOK(t, "load")
+	expectWithinBudget(t, 6, maxServer, maxPool, refused)
 	for _, r := range replicas {
 		r.waitReleased()
 	}

@@ -1,64 +1,34 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/goleak"
 
 	"chatql/graph"
 	"chatql/localpg/pgtest"
-	"chatql/migrations"
 )
-
-func TestMain(m *testing.M) {
-	code := pgtest.Main(m, func(ctx context.Context, url string) error {
-		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
-		return err
-	})
-	// Every pool, server and operation is gone: so must their goroutines be.
-	http.DefaultClient.CloseIdleConnections()
-	if err := goleak.Find(); code == 0 && err != nil {
-		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
-
-const testSecret = "test-secret-0123456789abcdef-0123456789"
-
-// buildBinary builds chatql once per test that needs the real process.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "chatql")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // TestBadConfiguration runs the built binary with each bad value: it must
 // exit 2 before listening, with one line naming the variable and value.
 func TestBadConfiguration(t *testing.T) {
+	skipInShort(t, "runs the built binary")
 	t.Parallel()
-	bin := buildBinary(t)
+	buildBinary(t)
 	cases := []struct {
 		env  []string
 		want []string
@@ -80,17 +50,8 @@ func TestBadConfiguration(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.env, " "), func(t *testing.T) {
 			t.Parallel()
-			cmd := exec.Command(bin)
-			cmd.Dir = t.TempDir() // no .env, no .data
-			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LISTEN_ADDR=127.0.0.1:1", "JWT_SECRET=" + testSecret}, tc.env...)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			err := cmd.Run()
-			code := -1
-			if ee, ok := err.(*exec.ExitError); ok {
-				code = ee.ExitCode()
-			}
-			out := strings.TrimSpace(stderr.String())
+			code, stderr := runBinary(t, append([]string{"LISTEN_ADDR=127.0.0.1:1", "JWT_SECRET=" + testSecret}, tc.env...))
+			out := strings.TrimSpace(stderr)
 			if code != 2 {
 				t.Fatalf("exit code %d, want 2; stderr:\n%s", code, out)
 			}
@@ -109,110 +70,58 @@ func TestBadConfiguration(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func countBackends(t *testing.T, appName string) int {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, pgtest.SuperuserURL("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", appName).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // TestGracefulShutdown sends SIGTERM while a request is in flight: the
 // request completes, the process exits 0 and leaves no backend behind.
 func TestGracefulShutdown(t *testing.T) {
+	skipInShort(t, "runs the built binary")
 	t.Parallel()
-	bin := buildBinary(t)
-	addr := freeAddr(t)
-	appName := fmt.Sprintf("chatql-shutdown-%d", time.Now().UnixNano())
-
-	cmd := exec.Command(bin)
-	cmd.Dir = t.TempDir()
-	cmd.Env = []string{
-		"PATH=" + os.Getenv("PATH"),
-		"DATABASE_URL=" + pgtest.NewDatabase(t),
-		"LISTEN_ADDR=" + addr,
-		"DB_APPLICATION_NAME=" + appName,
-		"DB_POOL_SIZE=2",
-		"JWT_SECRET=" + testSecret,
-	}
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-
-	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/health/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+	p, appName := startChatql(t, pgtest.NewDatabase(t), "DB_POOL_SIZE=2")
+	super := superuserConn(t)
+	backends := func() int {
+		n, err := countBackends(super, appName)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server never became ready; logs:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return n
 	}
-	if n := countBackends(t, appName); n == 0 {
+	if backends() == 0 {
 		t.Fatal("server holds no connection after readiness check: application_name not applied?")
 	}
 
-	// A request in flight: headers sent, the body still arriving.
+	// A request in flight: headers sent, the body still arriving. With
+	// Expect: 100-continue the server says when its handler has begun to
+	// read the body.
 	query := `{"query":"{ poolStatus { status checkedOut } }"}`
-	conn, err := net.Dial("tcp", addr)
+	conn, err := net.Dial("tcp", p.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "POST /query HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", addr, len(query), query[:10])
-	time.Sleep(100 * time.Millisecond) // let the server start reading the request
-
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(conn, "POST /query HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n%s",
+		p.addr, len(query), query[:10])
+	replies := bufio.NewReader(conn)
+	for _, want := range []string{"HTTP/1.1 100 Continue\r\n", "\r\n"} {
+		if line, err := replies.ReadString('\n'); err != nil || line != want {
+			t.Fatalf("waiting for the server to read the body: %q %v, want %q", line, err, want)
+		}
 	}
+
+	p.signal(t, syscall.SIGTERM)
 	// The listener closes, so new connections are refused...
-	refused := false
-	for range 100 {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+	waitFor(t, 20*time.Second, "the server to refuse new connections after SIGTERM", func() bool {
+		c, err := net.DialTimeout("tcp", p.addr, 100*time.Millisecond)
 		if err != nil {
-			refused = true
-			break
+			return true
 		}
 		c.Close()
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !refused {
-		t.Error("server still accepts connections after SIGTERM")
-	}
+		return false
+	})
 	// ...while the request in flight completes.
 	if _, err := io.WriteString(conn, query[10:]); err != nil {
 		t.Fatalf("finish request body: %v", err)
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := io.ReadAll(conn)
+	resp, err := io.ReadAll(replies)
 	if err != nil {
 		t.Fatalf("read response: %v", err)
 	}
@@ -220,77 +129,10 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("in-flight request did not complete: %s", resp)
 	}
 
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit: %v; logs:\n%s", err, logs.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("process did not exit; logs:\n%s", logs.String())
-	}
+	p.wait(t, 30*time.Second)
 	// A backend leaves pg_stat_activity a moment after its client hangs up.
-	for start := time.Now(); countBackends(t, appName) != 0; time.Sleep(20 * time.Millisecond) {
-		if time.Since(start) > 2*time.Second {
-			t.Fatalf("%d backends of the stopped process remain", countBackends(t, appName))
-		}
-	}
-}
-
-// startProcess runs the binary with env in dir and waits for readiness.
-type process struct {
-	addr   string
-	cmd    *exec.Cmd
-	logs   *syncBuffer
-	exited chan error
-}
-
-func startProcess(t *testing.T, bin, dir string, env ...string) *process {
-	t.Helper()
-	addr := freeAddr(t)
-	cmd := exec.Command(bin)
-	cmd.Dir = dir
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LISTEN_ADDR=" + addr}, env...)
-	p := &process{addr: addr, cmd: cmd, logs: &syncBuffer{}, exited: make(chan error, 1)}
-	cmd.Stderr = p.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/health/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
-		}
-		select {
-		case err := <-p.exited:
-			t.Fatalf("process exited before ready: %v; logs:\n%s", err, p.logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never ready; logs:\n%s", p.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (p *process) stop(t *testing.T, sig os.Signal) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-p.exited:
-		if err != nil && sig != os.Kill {
-			t.Fatalf("exit after %v: %v; logs:\n%s", sig, err, p.logs.String())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("no exit after %v; logs:\n%s", sig, p.logs.String())
-	}
+	waitFor(t, 20*time.Second, "the stopped process's backends to go", func() bool { return backends() == 0 },
+		func() string { return fmt.Sprintf("%d remain", backends()) })
 }
 
 // TestLocalPostgres is `make run` without DATABASE_URL: the first run
@@ -298,8 +140,8 @@ func (p *process) stop(t *testing.T, sig os.Signal) {
 // next run reuses the data without seeding again; a killed run's orphaned
 // server does not block the one after.
 func TestLocalPostgres(t *testing.T) {
+	skipInShort(t, "creates and starts a cluster three times")
 	t.Parallel()
-	bin := buildBinary(t)
 	// The cluster runs as the postgres user when we are root: its parent
 	// directories must be traversable by it.
 	dir, err := os.MkdirTemp("", "chatql-run-")
@@ -312,7 +154,7 @@ func TestLocalPostgres(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	pidFile := filepath.Join(dir, ".data", "postgres", "postmaster.pid")
 
-	first := startProcess(t, bin, dir)
+	first := startProcess(t, dir)
 	for _, want := range []string{"local postgres started", "demo data seeded", "playground=http://"} {
 		if !strings.Contains(first.logs.String(), want) {
 			t.Errorf("first run logs lack %q:\n%s", want, first.logs.String())
@@ -326,7 +168,7 @@ func TestLocalPostgres(t *testing.T) {
 		t.Errorf("postmaster.pid still there after Ctrl-C: %v", err)
 	}
 
-	second := startProcess(t, bin, dir)
+	second := startProcess(t, dir)
 	if strings.Contains(second.logs.String(), "demo data seeded") {
 		t.Errorf("second run seeded again:\n%s", second.logs.String())
 	}
@@ -338,73 +180,40 @@ func TestLocalPostgres(t *testing.T) {
 	if header == nil {
 		t.Fatalf("no demo header in the log:\n%s", second.logs.String())
 	}
-	body, _ := json.Marshal(map[string]string{"query": graph.InboxQuery})
-	req, _ := http.NewRequest(http.MethodPost, "http://"+second.addr+"/query", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", header[1])
-	resp, err := http.DefaultClient.Do(req)
+	client := gqlClient{url: second.url(), http: http.DefaultClient}
+	r, err := client.do(context.Background(), header[1], map[string]any{"query": graph.InboxQuery})
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	var inbox struct {
-		Data struct {
-			Conversations struct{ Edges []any }
-		}
-		Extensions struct{ DB map[string]any }
+		Conversations struct{ Edges []any }
 	}
-	if err := json.Unmarshal(raw, &inbox); err != nil || resp.StatusCode != 200 || len(inbox.Data.Conversations.Edges) == 0 || inbox.Extensions.DB == nil {
-		t.Errorf("Inbox with the demo header: %d %s", resp.StatusCode, raw)
+	if err := json.Unmarshal(r.Data, &inbox); err != nil || !r.ok() || len(inbox.Conversations.Edges) == 0 || r.Extensions.DB == nil {
+		t.Errorf("Inbox with the demo header: %d %s", r.Status, r.Raw)
 	}
 	second.stop(t, os.Kill) // a crash: the cluster is orphaned
 
-	third := startProcess(t, bin, dir)
+	third := startProcess(t, dir)
 	third.stop(t, syscall.SIGTERM)
 	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
 		t.Errorf("postmaster.pid still there after SIGTERM: %v", err)
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestMigrateCommand: `chatql migrate` applies the schema and exits 0.
 func TestMigrateCommand(t *testing.T) {
+	skipInShort(t, "runs the built binary")
 	t.Parallel()
-	bin := buildBinary(t)
 	ctx := context.Background()
-	name := fmt.Sprintf("migrate_%d", time.Now().UnixNano())
-	admin, err := pgx.Connect(ctx, pgtest.SuperuserURL("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
+	name := "migrate_" + randomSuffix(6)
+	admin := superuserConn(t)
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		t.Fatal(err)
 	}
 	defer admin.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)")
 
-	cmd := exec.Command(bin, "migrate")
-	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + pgtest.SuperuserURL(name), "JWT_SECRET=" + testSecret}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("migrate: %v\n%s", err, out)
+	if code, out := runBinary(t, []string{"DATABASE_URL=" + pgtest.SuperuserURL(name), "JWT_SECRET=" + testSecret}, "migrate"); code != 0 {
+		t.Fatalf("migrate: exit %d\n%s", code, out)
 	}
 	conn, err := pgx.Connect(ctx, pgtest.SuperuserURL(name))
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,39 +12,8 @@ import (
 
 	"chatql/dbpool"
 	"chatql/load"
-	"chatql/localpg/pgtest"
-	"chatql/migrations"
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(pgtest.Main(m, func(ctx context.Context, url string) error {
-		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
-		return err
-	}))
-}
-
-var small = load.DataSet{Users: 100, Conversations: 200, Messages: 5000, HeavyUserConversations: 60, Seed: 7}
-
-func seeded(t *testing.T) (string, []string) {
-	t.Helper()
-	url := pgtest.NewDatabase(t)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	users, err := load.Seed(ctx, conn, small)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := load.Seed(ctx, conn, small); err != load.ErrNotEmpty {
-		t.Errorf("seeding twice: %v, want ErrNotEmpty", err)
-	}
-	return url, users
-}
-
-// TestSeed: the data set has the promised shape and is the same every time.
 func TestSeed(t *testing.T) {
 	t.Parallel()
 	url1, users1 := seeded(t)

@@ -1,10 +1,8 @@
 package localpg
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,62 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 )
-
-// newCluster opens a cluster in a fresh temporary directory and stops and
-// removes it when the test ends.
-func newCluster(t *testing.T) *Cluster {
-	t.Helper()
-	root, err := os.MkdirTemp("", "localpg-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	// MkdirTemp makes the directory 0700; when the tests run as root the
-	// server runs as the postgres user, which must be able to traverse it.
-	if err := os.Chmod(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return openCluster(t, Options{Dir: filepath.Join(root, "data")})
-}
-
-// openCluster opens a cluster with a logger that writes to the test's output,
-// and stops it when the test ends.
-func openCluster(t *testing.T, opts Options) *Cluster {
-	t.Helper()
-	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
-	c, err := Open(t.Context(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(context.Background()); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
-	return c
-}
-
-// queryString connects to url and returns the single text value of query.
-func queryString(t *testing.T, url, query string) string {
-	t.Helper()
-	conn, err := pgx.Connect(t.Context(), url)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer conn.Close(t.Context())
-	var s string
-	if err := conn.QueryRow(t.Context(), query).Scan(&s); err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
-	return s
-}
-
-func mustStart(t *testing.T, c *Cluster) {
-	t.Helper()
-	if err := c.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func TestFindBinaries(t *testing.T) {
 	dir, err := FindBinaries()
@@ -102,6 +44,7 @@ func TestDirVersion(t *testing.T) {
 }
 
 func TestLifecycle(t *testing.T) {
+	skipInShort(t)
 	t.Parallel()
 	c := newCluster(t)
 	ctx := t.Context()
@@ -151,6 +94,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestDatabases(t *testing.T) {
+	skipInShort(t)
 	t.Parallel()
 	c := newCluster(t)
 	ctx := t.Context()
@@ -215,6 +159,7 @@ func TestDatabases(t *testing.T) {
 }
 
 func TestStartRemovesStalePIDFile(t *testing.T) {
+	skipInShort(t)
 	t.Parallel()
 	c := newCluster(t)
 	ctx := t.Context()
@@ -262,6 +207,7 @@ func TestStartRemovesStalePIDFile(t *testing.T) {
 // new Cluster on the same directory finds the server still running and stops
 // it before starting its own.
 func TestStartStopsOrphan(t *testing.T) {
+	skipInShort(t)
 	t.Parallel()
 	orphaned := newCluster(t)
 	mustStart(t, orphaned)
@@ -316,20 +262,13 @@ func TestOpenWithoutBinaries(t *testing.T) {
 }
 
 func TestStartFailureQuotesLog(t *testing.T) {
+	skipInShort(t)
 	t.Parallel()
-	root, err := os.MkdirTemp("", "localpg-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	if err := os.Chmod(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	c := openCluster(t, Options{
-		Dir:      filepath.Join(root, "data"),
+		Dir:      filepath.Join(clusterRoot(t), "data"),
 		Settings: map[string]string{"max_connections": "many"},
 	})
-	err = c.Start(t.Context())
+	err := c.Start(t.Context())
 	if err == nil {
 		t.Fatal("Start succeeded with max_connections=many")
 	}

@@ -1,41 +1,9 @@
-package pgtest_test
+package pgtest
 
 import (
-	"context"
-	"os"
 	"sync"
 	"testing"
-
-	"github.com/jackc/pgx/v5"
-
-	"chatql/localpg/pgtest"
 )
-
-func TestMain(m *testing.M) {
-	os.Exit(pgtest.Main(m, migrate))
-}
-
-// migrate stands in for chatql/migrations.Up: one table is enough to tell a
-// migrated database from a blank one.
-func migrate(ctx context.Context, databaseURL string) error {
-	conn, err := pgx.Connect(ctx, databaseURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, "CREATE TABLE t (x int)")
-	return err
-}
-
-func connect(t *testing.T, url string) *pgx.Conn {
-	t.Helper()
-	conn, err := pgx.Connect(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
-}
 
 func TestNewDatabase(t *testing.T) {
 	var mu sync.Mutex
@@ -45,7 +13,7 @@ func TestNewDatabase(t *testing.T) {
 		for _, test := range []string{"a", "b"} {
 			t.Run(test, func(t *testing.T) {
 				t.Parallel()
-				conn := connect(t, pgtest.NewDatabase(t))
+				conn := connect(t, NewDatabase(t))
 				var name string
 				if err := conn.QueryRow(t.Context(), "SELECT current_database()").Scan(&name); err != nil {
 					t.Fatal(err)
@@ -74,7 +42,7 @@ func TestNewDatabase(t *testing.T) {
 		t.Fatalf("databases = %v, want two different ones", names)
 	}
 	// Both were dropped when their tests ended.
-	conn := connect(t, pgtest.SuperuserURL("postgres"))
+	conn := connect(t, SuperuserURL("postgres"))
 	var left int
 	if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM pg_database WHERE datname = ANY($1)", names).Scan(&left); err != nil {
 		t.Fatal(err)
@@ -88,18 +56,19 @@ func TestNewDatabase(t *testing.T) {
 // before the package's parallel tests start, which would lose their
 // connections (and their PgBouncers' server connections) to the restart.
 func TestCluster(t *testing.T) {
-	c := pgtest.Cluster()
+	skipInShort(t, "restarts the cluster")
+	c := Cluster()
 	if c == nil {
 		t.Skip("TEST_DATABASE_URL is set: there is no throwaway cluster to restart")
 	}
-	url := pgtest.NewDatabase(t)
+	url := NewDatabase(t)
 	if err := c.Restart(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	connect(t, url) // the database survives a restart
 
 	var super bool
-	conn := connect(t, pgtest.SuperuserURL("postgres"))
+	conn := connect(t, SuperuserURL("postgres"))
 	if err := conn.QueryRow(t.Context(), "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&super); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,84 @@
+package health_test
+
+// The harness of the package's tests: TestMain, a server with the health
+// endpoints over a pool, and the one poll helper.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"chatql/dbpool"
+	"chatql/health"
+	"chatql/localpg/pgtest"
+	"chatql/migrations"
+)
+
+func TestMain(m *testing.M) {
+	code := pgtest.Main(m, func(ctx context.Context, url string) error {
+		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
+		return err
+	})
+	// Every pool is closed by its test: no goroutine may outlive them.
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// newServer serves the health endpoints over a pool on a fresh database.
+func newServer(t *testing.T, cfg dbpool.Config) (*dbpool.Pool, *httptest.Server) {
+	t.Helper()
+	return serveHealth(t, pgtest.NewDatabase(t), cfg)
+}
+
+// serveHealth serves the health endpoints over a pool on url; the test's
+// end closes both.
+func serveHealth(t *testing.T, url string, cfg dbpool.Config) (*dbpool.Pool, *httptest.Server) {
+	t.Helper()
+	pool, err := dbpool.New(url, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	health.Register(mux, pool, slog.New(slog.DiscardHandler), nil)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() { srv.Close(); pool.Close() })
+	return pool, srv
+}
+
+// get decodes GET url into into and returns the status.
+func get(t *testing.T, url string, into any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		t.Fatalf("decode %s: %v", url, err)
+	}
+	return resp.StatusCode
+}
+
+// waitFor polls cond until it holds, and fails the test after timeout.
+// Only the test's goroutine may call it.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
