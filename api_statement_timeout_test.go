@@ -32,18 +32,18 @@ func TestPoolerTransactionModeStatementTimeout(t *testing.T) {
 	conv := a.conversation("", []string{viewer}, "hello")
 
 	var sent struct{ SendMessage messageJSON }
-	a.post(token, poolerSendMessage, map[string]any{"c": conv, "b": "through the pooler"}).into(t, &sent)
+	a.post(token, sendMessage, map[string]any{"c": conv, "b": "through the pooler"}).into(t, &sent)
 	if sent.SendMessage.Body != "through the pooler" {
 		t.Fatalf("sendMessage: %+v", sent.SendMessage)
 	}
-	res := runLoad([]*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
+	res := runLoad(t, []*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
 	t.Logf("transaction pooler with a statement timeout, 16 clients for 2 s: %s", res)
 	if res.ok != res.requests || res.requests == 0 {
 		t.Errorf("%d of %d requests failed; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
 	}
 
 	unlock := a.lockParticipants(conv)
-	r := a.post(token, poolerMarkRead, map[string]any{"c": conv})
+	r := a.post(token, markRead, map[string]any{"c": conv})
 	unlock()
 	if code := r.code(t); code != graph.CodeDBTimeout {
 		t.Fatalf("code %s, want DB_TIMEOUT: %s", code, r.Raw)

@@ -258,7 +258,16 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		poolURL = o.poolURL(dbURL)
 	}
 	var err error
-	if a.pool, err = dbpool.New(poolURL, o.pool, o.logger, dbpool.WithTracer(a.counter), dbpool.WithBorrowSite(graph.BorrowSite)); err != nil {
+	poolOpts := []dbpool.Option{dbpool.WithTracer(a.counter), dbpool.WithBorrowSite(graph.BorrowSite)}
+	// The listener goes where the pool goes when it shares the budget
+	// (Pool.Reserved, as config sets it without DATABASE_DIRECT_URL), else
+	// straight to the database.
+	listenURL := dbURL
+	if o.realtime && o.pool.Reserved > 0 {
+		listenURL = poolURL
+		poolOpts = append(poolOpts, dbpool.WithListener(func() bool { return a.hub.Stats().Listening }))
+	}
+	if a.pool, err = dbpool.New(poolURL, o.pool, o.logger, poolOpts...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.pool.Close) // last: after the server and the listener
@@ -276,9 +285,10 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 	cfg.Pool = o.pool
 	if o.realtime {
 		// The server's own wiring: one connection outside the pool.
-		if a.hub, a.stopHub, err = startListener(context.Background(), dbURL, cfg, o.logger); err != nil {
+		if a.hub, err = newListener(listenURL, cfg, o.logger); err != nil {
 			t.Fatal(err)
 		}
+		a.stopHub = startListener(context.Background(), a.hub)
 		t.Cleanup(a.stopHub)
 	}
 	a.srv = httptest.NewUnstartedServer(newHandler(apiConfig{

@@ -167,9 +167,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	var hub *realtime.Hub
 	stopHub := func() {}
 	if cfg.Realtime {
-		if hub, err = realtime.New(realtime.Options{
-			URL: db.directURL, ApplicationName: cfg.Pool.ApplicationName + "-listener", Missed: chat.MessagesSince, Logger: logger,
-		}); err != nil {
+		if hub, err = newListener(db.directURL, cfg, logger); err != nil {
 			return err
 		}
 	}
@@ -282,6 +280,13 @@ func openPool(ctx context.Context, url string, cfg config.Config, logger *slog.L
 		"timeout", cfg.Pool.Timeout, "recycle", cfg.Pool.Recycle, "pre_ping", cfg.Pool.PrePing,
 		"pooler", cfg.Pool.Pooler.String(), "statement_timeout", cfg.Pool.StatementTimeout)
 	return pool, nil
+}
+
+// newListener prepares the realtime hub on url; startListener runs it.
+func newListener(url string, cfg config.Config, logger *slog.Logger) (*realtime.Hub, error) {
+	return realtime.New(realtime.Options{
+		URL: url, ApplicationName: cfg.Pool.ApplicationName + "-listener", Missed: chat.MessagesSince, Logger: logger,
+	})
 }
 
 // startListener runs hub until the returned stop, which waits for it and

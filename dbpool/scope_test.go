@@ -428,7 +428,7 @@ func TestWithConnHonoursContext(t *testing.T) {
 		}
 		cancel()
 		// The connection comes back without fn returning.
-		eventually(t, 5*time.Second, "connection returned on cancel", func() bool { return p.Stats().CheckedOut == 0 })
+		waitFor(t, 5*time.Second, "connection returned on cancel", func() bool { return p.Stats().CheckedOut == 0 })
 		_, err := db.Exec(context.Background(), "SELECT 1")
 		return err
 	})
