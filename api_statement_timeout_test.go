@@ -36,7 +36,7 @@ func TestPoolerTransactionModeStatementTimeout(t *testing.T) {
 	if sent.SendMessage.Body != "through the pooler" {
 		t.Fatalf("sendMessage: %+v", sent.SendMessage)
 	}
-	res := runLoad(t, []*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
+	res := runLoad(t, []*testAPI{a}, []string{token}, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
 	t.Logf("transaction pooler with a statement timeout, 16 clients for 2 s: %s", res)
 	if res.ok != res.requests || res.requests == 0 {
 		t.Errorf("%d of %d requests failed; first failures:\n%s", res.requests-res.ok, res.requests, strings.Join(res.failures, "\n"))
