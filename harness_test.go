@@ -312,7 +312,8 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 
 // loadClient is a client of a's server for load goroutines: it keeps
 // enough idle connections for them, so that the load measures the API
-// rather than TCP handshakes.
+// rather than TCP handshakes. A request may take at most timeout (0: no
+// limit).
 func (a *testAPI) loadClient(t testing.TB, timeout time.Duration) gqlClient {
 	tr := &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256}
 	// Registered after newAPI's cleanups, so it runs first: no keep-alive
