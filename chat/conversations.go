@@ -12,11 +12,16 @@ import (
 	"chatql/dbpool"
 )
 
-const conversationColumns = "c.id::text, c.title, c.created_at, c.last_message_at"
+const conversationColumns = "c.id::text, c.title, c.created_at, c.last_message_at, c.last_seq"
+
+// conversationDest is where conversationColumns scan to, in their order.
+func conversationDest(c *Conversation) []any {
+	return []any{&c.ID, &c.Title, &c.CreatedAt, &c.LastMessageAt, &c.LastSeq}
+}
 
 func scanConversation(row pgx.CollectableRow) (Conversation, error) {
 	var c Conversation
-	err := row.Scan(&c.ID, &c.Title, &c.CreatedAt, &c.LastMessageAt)
+	err := row.Scan(conversationDest(&c)...)
 	return c, err
 }
 

@@ -13,11 +13,11 @@ import (
 	"chatql/realtime"
 )
 
-const messageColumns = "m.id::text, m.conversation_id::text, m.body, m.created_at, " + userColumns
+const messageColumns = "m.id::text, m.conversation_id::text, m.seq, m.body, m.created_at, " + userColumns
 
 // messageDest is where messageColumns scan to, in their order.
 func messageDest(m *Message) []any {
-	return []any{&m.ID, &m.ConversationID, &m.Body, &m.CreatedAt,
+	return []any{&m.ID, &m.ConversationID, &m.Seq, &m.Body, &m.CreatedAt,
 		&m.Author.ID, &m.Author.Email, &m.Author.DisplayName, &m.Author.CreatedAt}
 }
 
@@ -43,14 +43,13 @@ type MessagePage struct {
 
 // MessagePages loads many pages in one statement. Pages of conversations the
 // viewer does not take part in come back empty. Keys must have been checked
-// (PageSize, ValidateCursor).
+// (PageSize, ValidateMessageCursor).
 func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageKey) (map[PageKey]MessagePage, error) {
 	convs := make([]string, len(keys))
 	limits := make([]int32, len(keys))
-	afterAt := make([]*time.Time, len(keys))
-	afterID := make([]*string, len(keys))
+	before := make([]*int64, len(keys))
 	for i, k := range keys {
-		cur, err := parseCursor("after", k.After)
+		seq, err := parseMessageCursor("after", k.After)
 		if err != nil {
 			return nil, err
 		}
@@ -58,8 +57,8 @@ func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageK
 			return nil, err
 		}
 		convs[i], limits[i] = k.ConversationID, int32(k.First+1)
-		if cur != nil {
-			afterAt[i], afterID[i] = &cur.at, &cur.id
+		if seq != 0 {
+			before[i] = &seq
 		}
 	}
 	type row struct {
@@ -68,23 +67,22 @@ func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageK
 	}
 	rows, err := dbpool.Collect(ctx, db, `
 		SELECT k.idx::int, `+messageColumns+`
-		FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::uuid[]) WITH ORDINALITY
-		     AS k(conv, lim, after_at, after_id, idx)
-		JOIN conversation_participants v ON v.conversation_id = k.conv AND v.user_id = $5
+		FROM unnest($1::uuid[], $2::int[], $3::bigint[]) WITH ORDINALITY
+		     AS k(conv, lim, before_seq, idx)
+		JOIN conversation_participants v ON v.conversation_id = k.conv AND v.user_id = $4
 		CROSS JOIN LATERAL (
 			SELECT * FROM messages m
 			WHERE m.conversation_id = k.conv
-			  AND (k.after_at IS NULL OR (m.created_at, m.id) < (k.after_at, k.after_id))
-			ORDER BY m.created_at DESC, m.id DESC
+			  AND (k.before_seq IS NULL OR m.seq < k.before_seq)
+			ORDER BY m.seq DESC
 			LIMIT k.lim
 		) m
 		JOIN users u ON u.id = m.author_id
-		ORDER BY k.idx, m.created_at DESC, m.id DESC`,
-		[]any{convs, limits, afterAt, afterID, viewer},
+		ORDER BY k.idx, m.seq DESC`,
+		[]any{convs, limits, before, viewer},
 		func(cr pgx.CollectableRow) (row, error) {
 			var r row
-			err := cr.Scan(&r.idx, &r.msg.ID, &r.msg.ConversationID, &r.msg.Body, &r.msg.CreatedAt,
-				&r.msg.Author.ID, &r.msg.Author.Email, &r.msg.Author.DisplayName, &r.msg.Author.CreatedAt)
+			err := cr.Scan(append([]any{&r.idx}, messageDest(&r.msg)...)...)
 			return r, err
 		})
 	if err != nil {
@@ -117,7 +115,7 @@ func LastMessages(ctx context.Context, db dbpool.DB, viewer string, ids []string
 		CROSS JOIN LATERAL (
 			SELECT * FROM messages m
 			WHERE m.conversation_id = v.conversation_id
-			ORDER BY m.created_at DESC, m.id DESC
+			ORDER BY m.seq DESC
 			LIMIT 1
 		) m
 		JOIN users u ON u.id = m.author_id
@@ -133,40 +131,49 @@ func LastMessages(ctx context.Context, db dbpool.DB, viewer string, ids []string
 }
 
 // SendMessage posts a message as the viewer. Run it in a transaction: the
-// message, the conversation's lastMessageAt and the sender's read mark
-// change together or not at all.
+// message, the conversation's sequence and lastMessageAt, and the sender's
+// read mark change together or not at all, and the conversation stays
+// locked until the transaction ends, which is what puts its messages in
+// commit order. Keep that transaction short.
 func SendMessage(ctx context.Context, db dbpool.DB, viewer, conversationID, body string) (Message, error) {
 	body = strings.TrimSpace(body)
 	if err := textLength("body", body, 1, MaxBodyLength); err != nil {
 		return Message{}, err
 	}
-	// Locking the participant row proves participation and keeps the
-	// viewer from being removed while the message is written. The lock is
-	// exclusive (the row's last_read_at is updated below): with a shared
-	// lock, two sends by one user to one conversation would each wait for
-	// the other to upgrade it, a deadlock.
+	// The conversation's lock comes first, as in MarkRead and
+	// AddParticipant: taking a participant row first would deadlock with
+	// them. Only a participant takes it; whether they still are is checked
+	// again below, under the lock, by a statement that sees what was
+	// committed while it waited.
 	tag, err := db.Exec(ctx, `
-		SELECT 1 FROM conversation_participants
-		WHERE conversation_id = $1 AND user_id = $2 FOR NO KEY UPDATE`, conversationID, viewer)
+		SELECT 1 FROM conversations c
+		WHERE c.id = $1
+		  AND EXISTS (SELECT 1 FROM conversation_participants p WHERE p.conversation_id = c.id AND p.user_id = $2)
+		FOR NO KEY UPDATE`, conversationID, viewer)
 	if err != nil {
-		return Message{}, fmt.Errorf("check participation: %w", err)
+		return Message{}, fmt.Errorf("lock conversation: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
 		return Message{}, fmt.Errorf("conversation %s: %w", conversationID, ErrNotFound)
 	}
+	// The insert takes the next seq and the time, and moves lastMessageAt
+	// (the messages_take_seq trigger); the sender has read up to it.
 	msg, err := dbpool.CollectOne(ctx, db, `
 		WITH m AS (
-			INSERT INTO messages (conversation_id, author_id, body) VALUES ($1, $2, $3)
+			INSERT INTO messages (conversation_id, author_id, body)
+			SELECT $1, $2, $3
+			WHERE EXISTS (SELECT 1 FROM conversation_participants WHERE conversation_id = $1 AND user_id = $2)
 			RETURNING *
-		), c AS (
-			UPDATE conversations SET last_message_at = greatest(last_message_at, (SELECT created_at FROM m))
-			WHERE id = $1
 		), r AS (
-			UPDATE conversation_participants SET last_read_at = greatest(last_read_at, (SELECT created_at FROM m))
-			WHERE conversation_id = $1 AND user_id = $2
+			UPDATE conversation_participants p
+			SET last_read_seq = greatest(p.last_read_seq, m.seq), last_read_at = greatest(p.last_read_at, m.created_at)
+			FROM m WHERE p.conversation_id = m.conversation_id AND p.user_id = m.author_id
 		)
 		SELECT `+messageColumns+` FROM m JOIN users u ON u.id = m.author_id`,
 		[]any{conversationID, viewer, body}, scanMessage)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Message{}, fmt.Errorf("conversation %s: %w", conversationID, ErrNotFound)
+	}
 	if err != nil {
 		return Message{}, fmt.Errorf("insert message: %w", err)
 	}
@@ -179,7 +186,9 @@ func SendMessage(ctx context.Context, db dbpool.DB, viewer, conversationID, body
 // announce tells the realtime listeners about msg when the transaction
 // commits.
 func announce(ctx context.Context, db dbpool.DB, msg Message) error {
-	return realtime.Announce(ctx, db, realtime.Event{ID: msg.ID, ConversationID: msg.ConversationID, CreatedAt: msg.CreatedAt})
+	return realtime.Announce(ctx, db, realtime.Event{
+		ID: msg.ID, ConversationID: msg.ConversationID, Seq: msg.Seq, CreatedAt: msg.CreatedAt,
+	})
 }
 
 // MessagesSince lists the messages of conversations created at or after

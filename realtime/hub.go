@@ -47,9 +47,12 @@ const catchUpMargin = time.Second
 
 // Event announces one committed message. It is the NOTIFY payload.
 type Event struct {
-	ID             string    `json:"id"`
-	ConversationID string    `json:"conversationId"`
-	CreatedAt      time.Time `json:"createdAt"`
+	ID             string `json:"id"`
+	ConversationID string `json:"conversationId"`
+	// Seq is the message's place in its conversation: a conversation's
+	// messages are committed, and so announced, in Seq order.
+	Seq       int64     `json:"seq"`
+	CreatedAt time.Time `json:"createdAt"`
 }
 
 // Announce tells every listener of the database about e. NOTIFY is

@@ -1,0 +1,284 @@
+package chat_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"chatql/chat"
+	"chatql/dbpool"
+	"chatql/realtime"
+)
+
+// Tests of the one order a conversation's messages have (the order they
+// were committed in) and of read marks taken in that order. Transactions
+// are interleaved explicitly with heldTx: a test decides when each step
+// runs and when each transaction commits.
+
+// heldTx is a transaction on a pooled connection that stays open between
+// steps until commit.
+type heldTx struct {
+	steps chan func(ctx context.Context, db dbpool.DB) error
+	errs  chan error
+	done  chan struct{} // closed when the transaction has ended, with err
+	err   error
+	pid   int
+}
+
+func beginHeld(t *testing.T, p *dbpool.Pool) *heldTx {
+	t.Helper()
+	h := &heldTx{
+		steps: make(chan func(context.Context, dbpool.DB) error),
+		errs:  make(chan error, 1), // a step left running by a failed test does not block its end
+		done:  make(chan struct{}),
+	}
+	go func() {
+		defer close(h.done)
+		h.err = p.WithTx(context.Background(), func(db dbpool.DB) error {
+			for step := range h.steps {
+				if step == nil {
+					return nil
+				}
+				h.errs <- step(context.Background(), db)
+			}
+			return errors.New("rolled back")
+		})
+	}()
+	if err := h.do(func(ctx context.Context, db dbpool.DB) error {
+		var err error
+		h.pid, err = dbpool.CollectOne(ctx, db, "SELECT pg_backend_pid()", nil, pgx.RowTo[int])
+		return err
+	}); err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	t.Cleanup(func() {
+		select {
+		case h.steps <- nil: // a test that failed half way: end it
+			<-h.done
+		case <-h.done:
+		}
+	})
+	return h
+}
+
+// start runs step in the transaction without waiting for it; the returned
+// channel gives its error.
+func (h *heldTx) start(step func(ctx context.Context, db dbpool.DB) error) <-chan error {
+	h.steps <- step
+	return h.errs
+}
+
+// do runs step in the transaction and waits for it.
+func (h *heldTx) do(step func(ctx context.Context, db dbpool.DB) error) error {
+	return <-h.start(step)
+}
+
+// commit commits the transaction; it must have no step running.
+func (h *heldTx) commit() error {
+	h.steps <- nil
+	<-h.done
+	return h.err
+}
+
+// TestMessageOrderIsCommitOrder: a message whose transaction started first
+// but committed second is the newer one, everywhere: in pages and their
+// cursors, as the last message, in its createdAt, and in the order its
+// announcement arrives.
+func TestMessageOrderIsCommitOrder(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	conv := w.mustCreate(t, w.alice, "race", w.bob)
+	listener := w.listen(t)
+
+	// Alice's transaction starts first, Bob's send commits meanwhile, then
+	// Alice sends and commits.
+	early := beginHeld(t, w.pool)
+	if err := early.do(func(ctx context.Context, db dbpool.DB) error {
+		_, err := db.Exec(ctx, "SELECT now()")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	first := w.mustSend(t, w.bob, conv.ID, "committed first")
+	var second chat.Message
+	if err := early.do(func(ctx context.Context, db dbpool.DB) error {
+		var err error
+		second, err = chat.SendMessage(ctx, db, w.alice.ID, conv.ID, "committed second")
+		return err
+	}); err != nil {
+		t.Fatalf("SendMessage: %v", err)
+	}
+	if err := early.commit(); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+
+	want := []string{second.ID, first.ID} // newest first
+	if got := w.messageIDs(t, w.bob.ID, conv.ID); !slices.Equal(got, want) {
+		t.Errorf("page = %v, want %v (newest, i.e. last committed, first)", got, want)
+	}
+	if second.CreatedAt.Before(first.CreatedAt) {
+		t.Errorf("createdAt went backwards: %v committed after %v", second.CreatedAt, first.CreatedAt)
+	}
+	// Paging with the first message's cursor gives the other.
+	top := chat.PageKey{ConversationID: conv.ID, First: 1}
+	pages, err := chat.MessagePages(t.Context(), w.db, w.bob.ID, []chat.PageKey{top})
+	if err != nil {
+		t.Fatalf("MessagePages: %v", err)
+	}
+	rest := chat.PageKey{ConversationID: conv.ID, First: chat.MaxPageSize, After: pages[top].Messages[0].Cursor()}
+	pages, err = chat.MessagePages(t.Context(), w.db, w.bob.ID, []chat.PageKey{rest})
+	if err != nil {
+		t.Fatalf("MessagePages: %v", err)
+	}
+	if got := messageIDs(pages[rest].Messages); !slices.Equal(got, want[1:]) {
+		t.Errorf("page after the newest's cursor = %v, want %v", got, want[1:])
+	}
+	last, err := chat.LastMessages(t.Context(), w.db, w.bob.ID, []string{conv.ID})
+	if err != nil {
+		t.Fatalf("LastMessages: %v", err)
+	}
+	if got := last[conv.ID].ID; got != second.ID {
+		t.Errorf("last message %s, want %s (committed last)", got, second.ID)
+	}
+	if at := w.conversation(t, w.bob.ID, conv.ID).LastMessageAt; at == nil || !at.Equal(second.CreatedAt) {
+		t.Errorf("lastMessageAt %v, want %v", at, second.CreatedAt)
+	}
+	if got := listener.ids(t, 2); !slices.Equal(got, []string{first.ID, second.ID}) {
+		t.Errorf("announced %v, want %v (commit order)", got, []string{first.ID, second.ID})
+	}
+}
+
+// runWorkers runs each worker's steps in order, the workers at once, and
+// fails the test with the first error.
+func runWorkers(t *testing.T, workers [][]func() error) {
+	t.Helper()
+	errs := make(chan error, len(workers))
+	for _, steps := range workers {
+		go func() {
+			for _, step := range steps {
+				if err := step(); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatalf("racing writes: %v", err)
+		}
+	}
+}
+
+// announcements receives what is announced on realtime.Channel, on a
+// connection of its own.
+type announcements struct{ conn *pgx.Conn }
+
+func (w *world) listen(t *testing.T) *announcements {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), w.url)
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(t.Context(), "LISTEN "+pgx.Identifier{realtime.Channel}.Sanitize()); err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	return &announcements{conn: conn}
+}
+
+// ids returns the message ids of the next n announcements, in the order
+// they arrive.
+func (a *announcements) ids(t *testing.T, n int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var ids []string
+	for range n {
+		note, err := a.conn.WaitForNotification(ctx)
+		if err != nil {
+			t.Fatalf("after %d announcements: %v", len(ids), err)
+		}
+		var e realtime.Event
+		if err := json.Unmarshal([]byte(note.Payload), &e); err != nil {
+			t.Fatalf("announcement %q: %v", note.Payload, err)
+		}
+		ids = append(ids, e.ID)
+	}
+	return ids
+}
+
+// TestConcurrentSendersOneOrder: messages sent at once by many senders have
+// one order: their seqs are 1..n without gaps, in the order they were
+// announced (committed), createdAt never goes back along it, and pages
+// followed by their cursors list exactly that order, newest first, as does
+// the last message.
+func TestConcurrentSendersOneOrder(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	senders := []chat.User{w.alice, w.bob, w.carol, w.dave}
+	conv := w.mustCreate(t, w.alice, "busy", senders[1:]...)
+	listener := w.listen(t)
+	const each = 15
+	var workers [][]func() error
+	for _, s := range senders {
+		var steps []func() error
+		for i := range each {
+			steps = append(steps, func() error {
+				_, err := w.sendMessage(t, s.ID, conv.ID, fmt.Sprintf("%s %d", s.DisplayName, i))
+				return err
+			})
+		}
+		workers = append(workers, steps)
+	}
+	runWorkers(t, workers)
+	n := len(senders) * each
+	announced := listener.ids(t, n)
+
+	// Every page, newest first, following the cursors.
+	var listed []chat.Message
+	after := ""
+	for {
+		key := chat.PageKey{ConversationID: conv.ID, First: 7, After: after}
+		pages, err := chat.MessagePages(t.Context(), w.db, w.bob.ID, []chat.PageKey{key})
+		if err != nil {
+			t.Fatalf("MessagePages: %v", err)
+		}
+		listed = append(listed, pages[key].Messages...)
+		if !pages[key].HasNext {
+			break
+		}
+		after = pages[key].Messages[len(pages[key].Messages)-1].Cursor()
+	}
+	slices.Reverse(listed)
+	if got := messageIDs(listed); !slices.Equal(got, announced) {
+		t.Fatalf("pages, oldest first:\n  %v\nannounced:\n  %v", got, announced)
+	}
+	for i, m := range listed {
+		if m.Seq != int64(i+1) {
+			t.Errorf("message %d has seq %d", i+1, m.Seq)
+		}
+		if i > 0 && m.CreatedAt.Before(listed[i-1].CreatedAt) {
+			t.Errorf("createdAt goes back at seq %d: %v after %v", m.Seq, m.CreatedAt, listed[i-1].CreatedAt)
+		}
+	}
+	newest := listed[n-1]
+	last, err := chat.LastMessages(t.Context(), w.db, w.bob.ID, []string{conv.ID})
+	if err != nil {
+		t.Fatalf("LastMessages: %v", err)
+	}
+	if last[conv.ID].ID != newest.ID {
+		t.Errorf("last message %s, want %s", last[conv.ID].ID, newest.ID)
+	}
+	c := w.conversation(t, w.bob.ID, conv.ID)
+	if c.LastSeq != int64(n) || c.LastMessageAt == nil || !c.LastMessageAt.Equal(newest.CreatedAt) {
+		t.Errorf("conversation at seq %d, lastMessageAt %v; want %d, %v", c.LastSeq, c.LastMessageAt, n, newest.CreatedAt)
+	}
+}
