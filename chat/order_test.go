@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,6 +88,33 @@ func (h *heldTx) commit() error {
 	return h.err
 }
 
+// blockedOrDone waits until the transaction's current step, whose result
+// comes on done, either ends or waits for a lock held by another
+// transaction. It reports whether it was blocked.
+func blockedOrDone(t *testing.T, w *world, h *heldTx, done <-chan error) (blocked bool, err error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case err := <-done:
+			return false, err
+		default:
+		}
+		waiting, err := dbpool.CollectOne(t.Context(), w.db,
+			"SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1", []any{h.pid}, pgx.RowTo[bool])
+		if err != nil {
+			t.Fatalf("watch backend %d: %v", h.pid, err)
+		}
+		if waiting {
+			return true, nil
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the step neither ended nor waited for a lock")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // TestMessageOrderIsCommitOrder: a message whose transaction started first
 // but committed second is the newer one, everywhere: in pages and their
 // cursors, as the last message, in its createdAt, and in the order its
@@ -151,6 +180,121 @@ func TestMessageOrderIsCommitOrder(t *testing.T) {
 	}
 	if got := listener.ids(t, 2); !slices.Equal(got, []string{first.ID, second.ID}) {
 		t.Errorf("announced %v, want %v (commit order)", got, []string{first.ID, second.ID})
+	}
+}
+
+// TestMarkReadWaitsForSend: a read mark taken while a message is being
+// sent (its transaction open) never counts that message as read unless the
+// mark's transaction could see it: either the mark waits for the send and
+// includes it, or the message stays unread.
+func TestMarkReadWaitsForSend(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	conv := w.mustCreate(t, w.alice, "marks", w.bob, w.carol)
+	w.mustSend(t, w.bob, conv.ID, "seen")
+
+	send := beginHeld(t, w.pool)
+	var msg chat.Message
+	if err := send.do(func(ctx context.Context, db dbpool.DB) error {
+		var err error
+		msg, err = chat.SendMessage(ctx, db, w.bob.ID, conv.ID, "in flight")
+		return err
+	}); err != nil {
+		t.Fatalf("SendMessage: %v", err)
+	}
+
+	mark := beginHeld(t, w.pool)
+	var visible []string
+	marked := mark.start(markRead(w.carol.ID, conv.ID, &visible))
+	blocked, err := blockedOrDone(t, w, mark, marked)
+	if err != nil {
+		t.Fatalf("MarkRead: %v", err)
+	}
+	if !blocked {
+		// The mark is taken without the message: committing it first must
+		// leave the message unread.
+		if err := mark.commit(); err != nil {
+			t.Fatalf("commit mark: %v", err)
+		}
+		if err := send.commit(); err != nil {
+			t.Fatalf("commit send: %v", err)
+		}
+	} else {
+		if err := send.commit(); err != nil {
+			t.Fatalf("commit send: %v", err)
+		}
+		if err := <-marked; err != nil {
+			t.Fatalf("MarkRead: %v", err)
+		}
+		if err := mark.commit(); err != nil {
+			t.Fatalf("commit mark: %v", err)
+		}
+	}
+	want := 0
+	if !slices.Contains(visible, msg.ID) {
+		want = 1
+	}
+	if n := w.unread(t, w.carol.ID, conv.ID)[conv.ID]; n != want {
+		t.Errorf("unread %d, want %d (mark blocked: %v; the mark's transaction saw %v, the message is %s)", n, want, blocked, visible, msg.ID)
+	}
+	if !blocked {
+		t.Errorf("the read mark did not wait for the send in flight")
+	}
+}
+
+// TestSendWaitsForMarkRead: a message sent while a read mark's transaction
+// is open commits after the mark, and so is unread.
+func TestSendWaitsForMarkRead(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	conv := w.mustCreate(t, w.alice, "marks", w.bob, w.carol)
+	w.mustSend(t, w.bob, conv.ID, "seen")
+
+	mark := beginHeld(t, w.pool)
+	var visible []string
+	if err := mark.do(markRead(w.carol.ID, conv.ID, &visible)); err != nil {
+		t.Fatalf("MarkRead: %v", err)
+	}
+	send := beginHeld(t, w.pool)
+	var msg chat.Message
+	sent := send.start(func(ctx context.Context, db dbpool.DB) error {
+		var err error
+		msg, err = chat.SendMessage(ctx, db, w.bob.ID, conv.ID, "after the mark")
+		return err
+	})
+	blocked, err := blockedOrDone(t, w, send, sent)
+	if err != nil {
+		t.Fatalf("SendMessage: %v", err)
+	}
+	if err := mark.commit(); err != nil {
+		t.Fatalf("commit mark: %v", err)
+	}
+	if blocked {
+		if err := <-sent; err != nil {
+			t.Fatalf("SendMessage: %v", err)
+		}
+	}
+	if err := send.commit(); err != nil {
+		t.Fatalf("commit send: %v", err)
+	}
+	if slices.Contains(visible, msg.ID) {
+		t.Fatalf("the mark's transaction saw a message sent after it")
+	}
+	if n := w.unread(t, w.carol.ID, conv.ID)[conv.ID]; n != 1 {
+		t.Errorf("unread %d, want 1", n)
+	}
+}
+
+// markRead is a step that marks conv read as viewer, then lists in visible
+// the ids of the messages its transaction sees.
+func markRead(viewer, conv string, visible *[]string) func(ctx context.Context, db dbpool.DB) error {
+	return func(ctx context.Context, db dbpool.DB) error {
+		if _, err := chat.MarkRead(ctx, db, viewer, conv); err != nil {
+			return err
+		}
+		var err error
+		*visible, err = dbpool.Collect(ctx, db, "SELECT id::text FROM messages WHERE conversation_id = $1", []any{conv}, pgx.RowTo[string])
+		return err
 	}
 }
 
@@ -281,4 +425,140 @@ func TestConcurrentSendersOneOrder(t *testing.T) {
 	if c.LastSeq != int64(n) || c.LastMessageAt == nil || !c.LastMessageAt.Equal(newest.CreatedAt) {
 		t.Errorf("conversation at seq %d, lastMessageAt %v; want %d, %v", c.LastSeq, c.LastMessageAt, n, newest.CreatedAt)
 	}
+}
+
+// TestUnreadExactUnderConcurrency: senders, read marks and adds race on one
+// conversation. Afterwards every mark covers exactly the messages its
+// transaction saw (all of those up to its seq, none after), and each
+// reader's unread count is the number of others' messages after their
+// final mark. Deadlocks between the three would fail the writes.
+func TestUnreadExactUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	conv := w.mustCreate(t, w.alice, "race", w.bob, w.carol)
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+
+	type mark struct {
+		reader  string
+		seq     int64
+		visible map[int64]bool
+	}
+	var (
+		mu    sync.Mutex
+		marks []mark
+	)
+	markOnce := func(reader string) error {
+		_, err := inTx(t, w.pool, func(ctx context.Context, db dbpool.DB) (struct{}, error) {
+			if _, err := chat.MarkRead(ctx, db, reader, conv.ID); err != nil {
+				return struct{}{}, err
+			}
+			m := mark{reader: reader, visible: map[int64]bool{}}
+			var err error
+			if m.seq, err = dbpool.CollectOne(ctx, db, `SELECT last_read_seq FROM conversation_participants
+				WHERE conversation_id = $1 AND user_id = $2`, []any{conv.ID, reader}, pgx.RowTo[int64]); err != nil {
+				return struct{}{}, err
+			}
+			seqs, err := dbpool.Collect(ctx, db, "SELECT seq FROM messages WHERE conversation_id = $1", []any{conv.ID}, pgx.RowTo[int64])
+			for _, s := range seqs {
+				m.visible[s] = true
+			}
+			mu.Lock()
+			marks = append(marks, m)
+			mu.Unlock()
+			return struct{}{}, err
+		})
+		return err
+	}
+
+	// Each worker runs its steps in a random order of its own.
+	type step = func() error
+	var workers [][]step
+	for _, sender := range []chat.User{w.bob, w.carol} {
+		var steps []step
+		for i := range 20 {
+			steps = append(steps, func() error {
+				_, err := w.sendMessage(t, sender.ID, conv.ID, fmt.Sprintf("%s %d", sender.DisplayName, i))
+				return err
+			})
+		}
+		for range 5 {
+			steps = append(steps, func() error { return markOnce(sender.ID) })
+		}
+		workers = append(workers, steps)
+	}
+	for range 2 {
+		var steps []step
+		for range 15 {
+			steps = append(steps, func() error { return markOnce(w.alice.ID) })
+		}
+		workers = append(workers, steps)
+	}
+	var adds []step
+	for i := range 5 {
+		u := w.newUser(t, fmt.Sprintf("Late%d", i))
+		adds = append(adds, func() error {
+			_, err := w.addParticipant(t, w.alice.ID, conv.ID, u.ID)
+			return err
+		})
+	}
+	workers = append(workers, adds)
+
+	for _, steps := range workers {
+		rng.Shuffle(len(steps), func(i, j int) { steps[i], steps[j] = steps[j], steps[i] })
+	}
+	runWorkers(t, workers)
+
+	key := chat.PageKey{ConversationID: conv.ID, First: chat.MaxPageSize}
+	pages, err := chat.MessagePages(t.Context(), w.db, w.alice.ID, []chat.PageKey{key})
+	if err != nil {
+		t.Fatalf("MessagePages: %v", err)
+	}
+	msgs := pages[key].Messages
+	for _, m := range marks {
+		for _, msg := range msgs {
+			if seen := m.visible[msg.Seq]; seen != (msg.Seq <= m.seq) {
+				t.Errorf("a mark at seq %d: message %d visible %v", m.seq, msg.Seq, seen)
+			}
+		}
+		if len(m.visible) != int(m.seq) {
+			t.Errorf("a mark at seq %d saw %d messages", m.seq, len(m.visible))
+		}
+	}
+	for _, reader := range []chat.User{w.alice, w.bob, w.carol} {
+		final, err := dbpool.CollectOne(t.Context(), w.db, `SELECT last_read_seq FROM conversation_participants
+			WHERE conversation_id = $1 AND user_id = $2`, []any{conv.ID, reader.ID}, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want int64
+		for _, m := range marks {
+			if m.reader == reader.ID {
+				want = max(want, m.seq)
+			}
+		}
+		unread := 0
+		for _, msg := range msgs {
+			if msg.Author.ID == reader.ID {
+				want = max(want, msg.Seq) // a sender has read up to their own message
+			} else if msg.Seq > final {
+				unread++
+			}
+		}
+		if final != want {
+			t.Errorf("%s's mark is at %d, want %d", reader.DisplayName, final, want)
+		}
+		if n := w.unread(t, reader.ID, conv.ID)[conv.ID]; n != unread {
+			t.Errorf("%s's unread count %d, want %d (messages of others after seq %d)", reader.DisplayName, n, unread, final)
+		}
+		t.Logf("%s: mark at seq %d of %d, %d unread", reader.DisplayName, final, len(msgs), unread)
+	}
+	early := 0
+	for _, m := range marks {
+		if m.seq < int64(len(msgs)) {
+			early++
+		}
+	}
+	t.Logf("%d messages, %d marks (%d of them before the last message), all exact", len(msgs), len(marks), early)
 }
