@@ -534,7 +534,11 @@ func TestRealtimeSSE(t *testing.T) {
 func TestRealtimeSSEOutlivesServerTimeouts(t *testing.T) {
 	t.Parallel()
 	const writeTimeout = 500 * time.Millisecond
-	a := newRealtimeAPI(t, func(s *httptest.Server) { s.Config.WriteTimeout, s.Config.ReadTimeout = writeTimeout, writeTimeout })
+	// IdleTimeout would default to ReadTimeout: the sends below reuse a
+	// connection idle for as long, and would race its closing.
+	a := newRealtimeAPI(t, func(s *httptest.Server) {
+		s.Config.WriteTimeout, s.Config.ReadTimeout, s.Config.IdleTimeout = writeTimeout, writeTimeout, time.Minute
+	})
 	ann, token := a.user("Ann")
 	conv := a.conversation("", []string{ann})
 	sc := openSSE(t, a, token, conv)
