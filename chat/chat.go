@@ -96,6 +96,9 @@ type Message struct {
 	Body           string
 	CreatedAt      time.Time
 	Author         User
+	// Conversation is the message's conversation when it was loaded with
+	// it (AnnouncedMessages), as the same statement saw it; nil otherwise.
+	Conversation *Conversation
 }
 
 // ParseID checks that s is an id (a uuid) and returns it in canonical form.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -191,44 +190,81 @@ func announce(ctx context.Context, db dbpool.DB, msg Message) error {
 	})
 }
 
-// MessagesSince lists the messages of conversations created at or after
-// since, oldest first, as announcements: the realtime hub's catch-up after
-// its listener reconnects (realtime.MissedFunc).
-func MessagesSince(ctx context.Context, db dbpool.DB, conversations []string, since time.Time) ([]realtime.Event, error) {
+// MessagesSince is the realtime hub's catch-up after its listener
+// reconnects (realtime.MissedFunc): for each conversation in after whose
+// messages went past the seq given (0: any), an event for its newest
+// message. One per conversation is enough: a subscriber loads every
+// message between the last it delivered and the one announced.
+func MessagesSince(ctx context.Context, db dbpool.DB, after map[string]int64) ([]realtime.Event, error) {
+	convs := make([]string, 0, len(after))
+	seqs := make([]int64, 0, len(after))
+	for c, seq := range after {
+		convs, seqs = append(convs, c), append(seqs, seq)
+	}
 	events, err := dbpool.Collect(ctx, db, `
-		SELECT id::text, conversation_id::text, created_at FROM messages
-		WHERE conversation_id = ANY($1::uuid[]) AND created_at >= $2
-		ORDER BY created_at, id`, []any{conversations, since}, func(r pgx.CollectableRow) (realtime.Event, error) {
+		SELECT m.id::text, m.conversation_id::text, m.seq, m.created_at
+		FROM unnest($1::uuid[], $2::bigint[]) AS k(conv, after_seq)
+		CROSS JOIN LATERAL (
+			SELECT * FROM messages m
+			WHERE m.conversation_id = k.conv AND m.seq > k.after_seq
+			ORDER BY m.seq DESC
+			LIMIT 1
+		) m`, []any{convs, seqs}, func(r pgx.CollectableRow) (realtime.Event, error) {
 		var e realtime.Event
-		err := r.Scan(&e.ID, &e.ConversationID, &e.CreatedAt)
+		err := r.Scan(&e.ID, &e.ConversationID, &e.Seq, &e.CreatedAt)
 		return e, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("messages since %s: %w", since.Format(time.RFC3339Nano), err)
+		return nil, fmt.Errorf("messages since: %w", err)
 	}
 	return events, nil
 }
 
-// AnnouncedMessage loads a newly announced message with the ids of its
-// conversation's participants, for any viewer: one statement serves every
-// subscriber of the conversation, each checked against the participants.
-func AnnouncedMessage(ctx context.Context, db dbpool.DB, id string) (Message, []string, error) {
-	var participants []string
-	msg, err := dbpool.CollectOne(ctx, db, `
-		SELECT `+messageColumns+`,
-			ARRAY(SELECT p.user_id::text FROM conversation_participants p WHERE p.conversation_id = m.conversation_id)
-		FROM messages m
+// Announced is a run of a conversation's messages as its realtime
+// subscribers are sent them, with the conversation and its participants
+// as the same statement saw them: each subscriber is checked against those
+// participants.
+type Announced struct {
+	Conversation Conversation
+	Participants []string
+	// Messages are the run, oldest first; each one's Conversation points
+	// to the one above.
+	Messages []Message
+}
+
+// AnnouncedMessages loads, for any viewer, at most limit messages of a
+// conversation after the seq given, oldest first: one statement serves
+// every subscriber of the conversation, however many messages were
+// announced meanwhile. Nothing after it (or no such conversation) is an
+// empty run.
+func AnnouncedMessages(ctx context.Context, db dbpool.DB, conversationID string, after int64, limit int) (Announced, error) {
+	var an Announced
+	msgs, err := dbpool.Collect(ctx, db, `
+		SELECT `+conversationColumns+`, p.ids, `+messageColumns+`
+		FROM conversations c
+		CROSS JOIN LATERAL (
+			SELECT coalesce(array_agg(p.user_id::text), '{}') AS ids
+			FROM conversation_participants p WHERE p.conversation_id = c.id
+		) p
+		CROSS JOIN LATERAL (
+			SELECT * FROM messages m
+			WHERE m.conversation_id = c.id AND m.seq > $2
+			ORDER BY m.seq
+			LIMIT $3
+		) m
 		JOIN users u ON u.id = m.author_id
-		WHERE m.id = $1`, []any{id}, func(row pgx.CollectableRow) (Message, error) {
+		WHERE c.id = $1
+		ORDER BY m.seq`, []any{conversationID, after, limit}, func(row pgx.CollectableRow) (Message, error) {
 		var m Message
-		err := row.Scan(append(messageDest(&m), &participants)...)
+		err := row.Scan(append(append(conversationDest(&an.Conversation), &an.Participants), messageDest(&m)...)...)
 		return m, err
 	})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Message{}, nil, fmt.Errorf("message %s: %w", id, ErrNotFound)
-	}
 	if err != nil {
-		return Message{}, nil, fmt.Errorf("load message: %w", err)
+		return Announced{}, fmt.Errorf("load announced messages: %w", err)
 	}
-	return msg, participants, nil
+	for i := range msgs {
+		msgs[i].Conversation = &an.Conversation
+	}
+	an.Messages = msgs
+	return an, nil
 }

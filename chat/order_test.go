@@ -427,6 +427,37 @@ func TestConcurrentSendersOneOrder(t *testing.T) {
 	}
 }
 
+// TestMessagesSince: the catch-up announces, for each conversation whose
+// messages went past the seq given, its newest message, and nothing for
+// the others.
+func TestMessagesSince(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	busy := w.mustCreate(t, w.alice, "busy", w.bob)
+	quiet := w.mustCreate(t, w.alice, "quiet", w.bob)
+	empty := w.mustCreate(t, w.alice, "empty", w.bob)
+	var newest chat.Message
+	for _, body := range []string{"one", "two", "three"} {
+		newest = w.mustSend(t, w.bob, busy.ID, body)
+	}
+	w.mustSend(t, w.bob, quiet.ID, "one")
+	events, err := chat.MessagesSince(t.Context(), w.db, map[string]int64{
+		busy.ID: 1, quiet.ID: 1, empty.ID: 0, w.convs[missing]: 0,
+	})
+	if err != nil {
+		t.Fatalf("MessagesSince: %v", err)
+	}
+	if len(events) != 1 {
+		t.Fatalf("events %+v, want one, for %s", events, busy.ID)
+	}
+	if e := events[0]; e.ID != newest.ID || e.ConversationID != busy.ID || e.Seq != 3 || !e.CreatedAt.Equal(newest.CreatedAt) {
+		t.Errorf("event %+v, want message %s at seq 3", e, newest.ID)
+	}
+	if events, err := chat.MessagesSince(t.Context(), w.db, map[string]int64{}); err != nil || len(events) != 0 {
+		t.Errorf("for no conversations: %v, %v", events, err)
+	}
+}
+
 // TestUnreadExactUnderConcurrency: senders, read marks and adds race on one
 // conversation. Afterwards every mark covers exactly the messages its
 // transaction saw (all of those up to its seq, none after), and each
