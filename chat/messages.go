@@ -156,7 +156,7 @@ func SendMessage(ctx context.Context, db dbpool.DB, viewer, conversationID, body
 		return Message{}, fmt.Errorf("conversation %s: %w", conversationID, ErrNotFound)
 	}
 	// The insert takes the next seq and the time, and moves lastMessageAt
-	// (the messages_take_seq trigger); the sender has read up to it.
+	// (the triggers of migration 00002); the sender has read up to it.
 	msg, err := dbpool.CollectOne(ctx, db, `
 		WITH m AS (
 			INSERT INTO messages (conversation_id, author_id, body)

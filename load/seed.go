@@ -91,17 +91,12 @@ func Seed(ctx context.Context, conn *pgx.Conn, ds DataSet) ([]string, error) {
 		}
 	}
 
-	// Messages are numbered here, in time order, rather than one at a time
-	// by the database (see migration 00002).
 	msgRows := make([][]any, ds.Messages)
-	seqs := make([]int64, len(convs))
 	for i := range msgRows {
-		ci := rng.IntN(len(convs))
-		c := convs[ci]
+		c := convs[rng.IntN(len(convs))]
 		author := c.members[rng.IntN(len(c.members))]
 		at := epoch.Add(time.Hour + time.Duration(i)*time.Second)
-		seqs[ci]++
-		msgRows[i] = []any{newID(), c.id, users[author], fmt.Sprintf("Message %d: the quick brown fox jumps over the lazy dog.", i), at, seqs[ci]}
+		msgRows[i] = []any{newID(), c.id, users[author], fmt.Sprintf("Message %d: the quick brown fox jumps over the lazy dog.", i), at}
 	}
 
 	tx, err := conn.Begin(ctx)
@@ -117,7 +112,7 @@ func Seed(ctx context.Context, conn *pgx.Conn, ds DataSet) ([]string, error) {
 		{"users", []string{"id", "email", "display_name", "password_hash", "created_at"}, userRows},
 		{"conversations", []string{"id", "title", "created_at"}, convRows},
 		{"conversation_participants", []string{"conversation_id", "user_id", "joined_at"}, partRows},
-		{"messages", []string{"id", "conversation_id", "author_id", "body", "created_at", "seq"}, msgRows},
+		{"messages", []string{"id", "conversation_id", "author_id", "body", "created_at"}, msgRows},
 	} {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{cp.table}, cp.cols, pgx.CopyFromRows(cp.rows)); err != nil {
 			return nil, fmt.Errorf("copy %s: %w", cp.table, err)
@@ -126,8 +121,8 @@ func Seed(ctx context.Context, conn *pgx.Conn, ds DataSet) ([]string, error) {
 	// Conversations' last activity, and read marks half way through, so
 	// that unread counts are not all zero.
 	for _, sql := range []string{
-		`UPDATE conversations c SET last_message_at = m.last, last_seq = m.seq
-		 FROM (SELECT conversation_id, max(created_at) AS last, max(seq) AS seq FROM messages GROUP BY conversation_id) m
+		`UPDATE conversations c SET last_message_at = m.last
+		 FROM (SELECT conversation_id, max(created_at) AS last FROM messages GROUP BY conversation_id) m
 		 WHERE m.conversation_id = c.id`,
 		`UPDATE conversation_participants p SET last_read_at = c.created_at + (c.last_message_at - c.created_at) / 2
 		 FROM conversations c WHERE c.id = p.conversation_id AND c.last_message_at IS NOT NULL`,

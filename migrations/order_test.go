@@ -89,25 +89,16 @@ func TestMessageOrderMigration(t *testing.T) {
 		t.Errorf("conversation b at seq %d, last message at %v; want 0, none", lastSeq, lastAt)
 	}
 
-	// New messages take the next seq, an earlier time is raised, and the
-	// database's time is taken at the insert; a bulk load giving its own
-	// seq is left alone.
+	// New messages take the next seq (one given is replaced), an earlier
+	// time is raised, and the database's time is taken at the insert.
 	var seq int64
 	var at time.Time
-	row(t, db, `INSERT INTO messages (conversation_id, author_id, body, created_at)
-		VALUES ('00000000-0000-0000-0000-0000000000a0', '00000000-0000-0000-0000-00000000000a', 'e', $1)
+	row(t, db, `INSERT INTO messages (conversation_id, author_id, body, created_at, seq)
+		VALUES ('00000000-0000-0000-0000-0000000000a0', '00000000-0000-0000-0000-00000000000a', 'e', $1, 99)
 		RETURNING seq, created_at`, []any{base}, &seq, &at)
 	if seq != 5 || !at.Equal(base.Add(3*time.Minute)) {
-		t.Errorf("an insert with an early time got seq %d at %v; want 5 at %v", seq, at, base.Add(3*time.Minute))
+		t.Errorf("an insert with seq 99 and an early time got seq %d at %v; want 5 at %v", seq, at, base.Add(3*time.Minute))
 	}
-	row(t, db, `INSERT INTO messages (conversation_id, author_id, body, created_at, seq)
-		VALUES ('00000000-0000-0000-0000-0000000000a0', '00000000-0000-0000-0000-00000000000a', 'bulk', $1, 99)
-		RETURNING seq, created_at`, []any{base}, &seq, &at)
-	row(t, db, `SELECT last_seq FROM conversations WHERE id = '00000000-0000-0000-0000-0000000000a0'`, nil, &lastSeq)
-	if seq != 99 || !at.Equal(base) || lastSeq != 5 {
-		t.Errorf("a bulk insert got seq %d at %v, conversation at %d; want 99 at %v, 5", seq, at, lastSeq, base)
-	}
-	exec(t, db, `DELETE FROM messages WHERE body = 'bulk'`)
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -126,6 +117,15 @@ func TestMessageOrderMigration(t *testing.T) {
 	if seq != 1 || at.Before(now.Add(-time.Minute)) {
 		t.Errorf("first message of b after a rolled-back one: seq %d at %v, want 1 at about %v", seq, at, now)
 	}
+	// One statement, many rows: numbered in turn, the conversation moved
+	// to the last of them.
+	exec(t, db, `INSERT INTO messages (conversation_id, author_id, body, created_at)
+		SELECT '00000000-0000-0000-0000-0000000000b0', '00000000-0000-0000-0000-00000000000a', b, $1::timestamptz + i * interval '1 hour'
+		FROM unnest(array['g', 'h', 'i']) WITH ORDINALITY AS t(b, i)`, now)
+	row(t, db, `SELECT c.last_seq, c.last_message_at FROM conversations c WHERE id = '00000000-0000-0000-0000-0000000000b0'`, nil, &lastSeq, &lastAt)
+	if lastSeq != 4 || lastAt == nil || !lastAt.Equal(now.Add(3*time.Hour).Truncate(time.Microsecond)) {
+		t.Errorf("conversation b at seq %d, last message at %v; want 4, %v", lastSeq, lastAt, now.Add(3*time.Hour))
+	}
 	if _, err := db.Exec(`INSERT INTO messages (conversation_id, author_id, body)
 		VALUES ('00000000-0000-0000-0000-0000000000ff', '00000000-0000-0000-0000-00000000000a', 'nowhere')`); err == nil {
 		t.Error("a message to no conversation was stored")
@@ -137,8 +137,8 @@ func TestMessageOrderMigration(t *testing.T) {
 	if _, err := provider.Up(ctx); err != nil {
 		t.Fatalf("up again: %v", err)
 	}
-	if got := inSeqOrder(t, db); got != "3124ef" {
-		t.Errorf("after down and up, messages in seq order: %s, want 3124ef", got)
+	if got := inSeqOrder(t, db); got != "3124efghi" {
+		t.Errorf("after down and up, messages in seq order: %s, want 3124efghi", got)
 	}
 }
 

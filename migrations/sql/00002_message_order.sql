@@ -1,9 +1,10 @@
 -- +goose Up
 -- One order per conversation: the order its messages were committed in.
 -- Every message takes the next number of its conversation's sequence
--- (conversations.last_seq) by updating the conversation row, whose lock its
--- transaction then holds until it commits: numbers are handed out in commit
--- order, and a rolled-back message gives its number back. Its created_at is
+-- (messages.seq; conversations.last_seq is the latest) under a lock on the
+-- conversation row that its transaction holds until it commits: numbers
+-- are handed out in commit order, and a rolled-back message gives its
+-- number back. Its created_at is
 -- set under the same lock and never goes back within a conversation, so
 -- seq, createdAt and cursors agree. Read marks are kept as the seq read up
 -- to: unread is exactly what was committed after the mark.
@@ -37,32 +38,34 @@ WHERE p.last_read_at IS NOT NULL;
 -- is taken, not when the transaction started.
 ALTER TABLE messages ALTER COLUMN created_at SET DEFAULT clock_timestamp();
 
--- The sequence is taken by every insert that gives no seq, whoever writes
--- it (the API, the demo data, tests): created_at is raised to the
--- conversation's last one if it is earlier, and the conversation's
--- last_seq and last_message_at move. A bulk load that numbers its messages
--- itself (load.Seed, which would take minutes a row at a time) gives seq
--- and is left alone: it sets last_seq and last_message_at afterwards.
+-- Every insert takes the next seq of its conversation, whoever writes it
+-- (the API, the demo data, tests, a bulk load), under the conversation's
+-- lock, and a created_at no earlier than the conversation's latest. The
+-- numbers of the rows a statement inserts come from the conversation's
+-- last_seq and the messages already there (those of the statement's
+-- earlier rows included); the conversation's last_seq and last_message_at
+-- move once per statement, not once per row, so that a bulk insert does not
+-- rewrite the conversation row thousands of times.
 -- +goose StatementBegin
 CREATE FUNCTION messages_take_seq() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    next_seq bigint;
-    at timestamptz;
+    conv_seq bigint;
+    conv_at timestamptz;
+    last_seq bigint;
+    last_at timestamptz;
 BEGIN
-    IF NEW.seq IS NOT NULL THEN
-        RETURN NEW;
-    END IF;
-    UPDATE conversations
-    SET last_seq = last_seq + 1,
-        last_message_at = greatest(last_message_at, NEW.created_at)
-    WHERE id = NEW.conversation_id
-    RETURNING last_seq, last_message_at INTO next_seq, at;
+    SELECT c.last_seq, c.last_message_at INTO conv_seq, conv_at
+    FROM conversations c WHERE c.id = NEW.conversation_id
+    FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id
             USING ERRCODE = 'foreign_key_violation';
     END IF;
-    NEW.seq := next_seq;
-    NEW.created_at := at;
+    SELECT m.seq, m.created_at INTO last_seq, last_at
+    FROM messages m WHERE m.conversation_id = NEW.conversation_id
+    ORDER BY m.seq DESC LIMIT 1;
+    NEW.seq := greatest(conv_seq, last_seq) + 1;
+    NEW.created_at := greatest(NEW.created_at, conv_at, last_at);
     RETURN NEW;
 END
 $$;
@@ -70,7 +73,25 @@ $$;
 CREATE TRIGGER messages_take_seq BEFORE INSERT ON messages
     FOR EACH ROW EXECUTE FUNCTION messages_take_seq();
 
+-- +goose StatementBegin
+CREATE FUNCTION messages_advance_conversations() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE conversations c
+    SET last_seq = greatest(c.last_seq, a.seq), last_message_at = greatest(c.last_message_at, a.at)
+    FROM (SELECT conversation_id, max(seq) AS seq, max(created_at) AS at
+          FROM added GROUP BY conversation_id) a
+    WHERE c.id = a.conversation_id;
+    RETURN NULL;
+END
+$$;
+-- +goose StatementEnd
+CREATE TRIGGER messages_advance_conversations AFTER INSERT ON messages
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION messages_advance_conversations();
+
 -- +goose Down
+DROP TRIGGER messages_advance_conversations ON messages;
+DROP FUNCTION messages_advance_conversations();
 DROP TRIGGER messages_take_seq ON messages;
 DROP FUNCTION messages_take_seq();
 ALTER TABLE messages ALTER COLUMN created_at SET DEFAULT now();
