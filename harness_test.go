@@ -289,7 +289,7 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 			t.Fatal(err)
 		}
 		a.stopHub = startListener(context.Background(), a.hub)
-		t.Cleanup(a.stopHub)
+		t.Cleanup(a.stopListener)
 	}
 	a.srv = httptest.NewUnstartedServer(newHandler(apiConfig{
 		pool:            a.pool,
@@ -320,6 +320,17 @@ func (a *testAPI) loadClient(t testing.TB, timeout time.Duration) gqlClient {
 	// goroutine outlives the test (TestMain checks for leaks).
 	t.Cleanup(tr.CloseIdleConnections)
 	return gqlClient{url: a.srv.URL, http: &http.Client{Transport: tr, Timeout: timeout}}
+}
+
+// stopListener stops the listener at the test's end in the order a
+// shutdown does: once the subscriptions are gone (the test's clients close
+// their sockets and streams in cleanups that run before this one), so that
+// none ends because the listener stopped while its socket was closing.
+func (a *testAPI) stopListener() {
+	a.t.Helper()
+	defer a.stopHub() // also when waitFor fails
+	waitFor(a.t, 20*time.Second, "every subscription to end with its client", func() bool { return a.hub.Subscribers() == 0 },
+		func() string { return fmt.Sprintf("%d left", a.hub.Subscribers()) })
 }
 
 // waitListening waits until the listener listens on a backend other than
