@@ -429,7 +429,7 @@ func TestReserved(t *testing.T) {
 		t.Error("1 + 0 with one reserved: Validate accepted a pool with no connection")
 	}
 
-	c := config(2, 1, 200*time.Millisecond)
+	c := config(2, 1, time.Second)
 	c.Reserved = 1
 	p := newPool(t, c)
 	ctx := context.Background()

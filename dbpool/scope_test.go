@@ -342,7 +342,7 @@ func TestCancelKeepsConnection(t *testing.T) {
 // failing every later unit at once; Yield, within one unit, keeps failing.
 func TestScopeNextUnitForgetsFailure(t *testing.T) {
 	t.Parallel()
-	p := newPool(t, config(1, 0, 100*time.Millisecond))
+	p := newPool(t, config(1, 0, time.Second))
 	ctx := context.Background()
 	holder := p.Scope()
 	if _, err := holder.Exec(ctx, "SELECT 1"); err != nil {
