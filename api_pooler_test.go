@@ -127,11 +127,11 @@ func (r loadResult) String() string {
 		r.requests, r.elapsed.Round(time.Millisecond), r.perSecond(), r.ok, r.statuses, r.codes, r.transport, r.maxLatency.Round(time.Millisecond))
 }
 
-// runLoad has clients goroutines send body as the bearer of token, one
-// request after another, spread over servers, until d has passed; each
-// request may take at most reqTimeout. Requests in flight at the end are
-// waited for.
-func runLoad(t *testing.T, servers []*testAPI, token string, body map[string]any, clients int, d, reqTimeout time.Duration) loadResult {
+// runLoad has clients goroutines send body, one request after another,
+// spread over servers and signed in round-robin as the bearers of tokens,
+// until d has passed; each request may take at most reqTimeout. Requests in
+// flight at the end are waited for.
+func runLoad(t *testing.T, servers []*testAPI, tokens []string, body map[string]any, clients int, d, reqTimeout time.Duration) loadResult {
 	conns := make([]gqlClient, len(servers))
 	for i, s := range servers {
 		conns[i] = s.loadClient(t, reqTimeout)
@@ -181,6 +181,7 @@ func runLoad(t *testing.T, servers []*testAPI, token string, body map[string]any
 	var wg sync.WaitGroup
 	for i := range clients {
 		c := conns[i%len(conns)]
+		token := tokens[i%len(tokens)]
 		wg.Go(func() {
 			for time.Now().Before(end) {
 				sent := time.Now()
@@ -250,29 +251,56 @@ func (s *connSampler) finish(t *testing.T) (maxServer, maxPool int) {
 // TestPoolerSessionModeSupabaseBlock is the incident, beaten: behind a
 // session-mode pooler that admits 5 clients, chatql with the Supabase block
 // of .env.example (3 + 2; its timeout of 30 s raised to loadPoolTimeout)
-// serves 256 concurrent inbox
-// clients for 10 s without one error, and never has more than 5
-// connections through the pooler.
+// and its realtime listener on the same endpoint (so the pool lends at
+// most 4) serves 256 concurrent inbox
+// clients, signed in as 64 different users, for 10 s while websocket
+// subscribers stay open, without one error, and never has more than 5
+// connections through the pooler; the subscribers then still get a new
+// message.
 func TestPoolerSessionModeSupabaseBlock(t *testing.T) {
 	skipInShort(t, "load through PgBouncer")
 	t.Parallel()
 	b := startPooler(t, "session", 5, 5)
-	a := newAPI(t, func(o *apiOptions) {
+	a := newAPI(t, withRealtime, func(o *apiOptions) {
 		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, loadPoolTimeout
+		o.pool.Reserved = 1 // what config sets without DATABASE_DIRECT_URL
 		o.poolURL = throughBouncer(b)
 	})
-	token := inboxFixture(a)
+	a.waitListening(0)
+	tokens, convs := a.seedCrowd(64, 64, 10)
+	// conversation i's first member is user 4i mod 64.
+	const subscribers = 8
+	subs := make([]*wsClient, subscribers)
+	for i := range subs {
+		subs[i] = connectWS(t, a.srv.URL, tokens[(4*i)%len(tokens)])
+		subs[i].subscribeMessages("1", convs[i])
+	}
+	a.waitSubscribers(subscribers)
 
 	sampler := sampleConnections(a.admin, a.pool)
-	res := runLoad(t, []*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 256, 10*time.Second, loadPoolTimeout+time.Minute)
+	res := runLoad(t, []*testAPI{a}, tokens, map[string]any{"query": graph.InboxQuery}, 256, 10*time.Second, loadPoolTimeout+time.Minute)
 	maxServer, maxPool := sampler.finish(t)
 	refused := bouncerRefusals(t, b)
-	t.Logf("session pooler, max_client_conn 5, chatql 3+2, 256 clients for 10 s: %s", res)
-	t.Logf("at most %d server connections, %d pool connections; PgBouncer refused %d clients; pool %+v",
-		maxServer, maxPool, refused, a.pool.Stats())
+	st := a.pool.Stats()
+	t.Logf("session pooler, max_client_conn 5, chatql 3+2 with the listener, %d subscribers, 256 clients of 64 users for 10 s: %s", subscribers, res)
+	t.Logf("at most %d server connections (listener included), %d pool connections; PgBouncer refused %d clients; pool %+v",
+		maxServer, maxPool, refused, st)
 
 	res.expectAllOK(t, "load")
-	expectWithinBudget(t, 5, maxServer, maxPool, refused)
+	expectWithinBudget(t, 5, maxServer, maxPool+st.Listener, refused)
+	if maxPool > 4 {
+		t.Errorf("the pool opened %d connections beside the listener; the budget leaves it 4", maxPool)
+	}
+	if st.Listener != 1 || st.MaxConnections != 5 {
+		t.Errorf("snapshot: listener %d, max_connections %d; want 1 and the budget, 5", st.Listener, st.MaxConnections)
+	}
+	// The listener stayed within the budget and kept working.
+	for i, c := range subs {
+		id := a.sendMessage(tokens[(4*i+1)%len(tokens)], convs[i], "after the load")
+		if ev := c.nextMessage("1"); ev.ID != id {
+			t.Errorf("subscriber %d got %+v, want message %s", i, ev, id)
+		}
+	}
 	a.waitReleased()
 }
 
@@ -289,10 +317,10 @@ func TestPoolerMisconfigurationFails(t *testing.T) {
 		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 20, 0, 30*time.Second
 		o.poolURL = throughBouncer(b)
 	})
-	token := inboxFixture(a)
+	tokens, _ := a.seedCrowd(32, 32, 10)
 
 	const bound = 15 * time.Second
-	res := runLoad(t, []*testAPI{a}, token, map[string]any{"query": graph.InboxQuery}, 64, 4*time.Second, bound)
+	res := runLoad(t, []*testAPI{a}, tokens, map[string]any{"query": graph.InboxQuery}, 64, 4*time.Second, bound)
 	refused := bouncerRefusals(t, b)
 	t.Logf("session pooler, max_client_conn 5, chatql 20+0, 64 clients for 4 s: %s", res)
 	t.Logf("PgBouncer refused %d clients; pool %+v", refused, a.pool.Stats())
@@ -443,7 +471,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 	}
 
 	// Concurrent load: more chatql connections than server connections.
-	res := runLoad(t, []*testAPI{a}, bob.Token, map[string]any{"query": graph.InboxQuery}, 32, 3*time.Second, loadPoolTimeout+time.Minute)
+	res := runLoad(t, []*testAPI{a}, []string{bob.Token}, map[string]any{"query": graph.InboxQuery}, 32, 3*time.Second, loadPoolTimeout+time.Minute)
 	t.Logf("transaction pooler (2 server connections), exec mode, 32 clients for 3 s: %s", res)
 	res.expectAllOK(t, "exec mode")
 	a.waitReleased()
@@ -458,7 +486,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 		}
 	}
 	simple := a.replica(t, through(pgx.QueryExecModeSimpleProtocol))
-	res = runLoad(t, []*testAPI{simple}, bob.Token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, loadPoolTimeout+time.Minute)
+	res = runLoad(t, []*testAPI{simple}, []string{bob.Token}, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, loadPoolTimeout+time.Minute)
 	t.Logf("transaction pooler, simple_protocol mode, 16 clients for 2 s: %s", res)
 	res.expectAllOK(t, "simple_protocol mode")
 	simple.waitReleased()
@@ -469,7 +497,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 	// round trip, and runs it later on whichever one it lends next.
 	logged := &errorLog{}
 	cached := a.replica(t, through(pgx.QueryExecModeCacheStatement), func(o *apiOptions) { o.logger = slog.New(logged) })
-	res = runLoad(t, []*testAPI{cached}, bob.Token, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
+	res = runLoad(t, []*testAPI{cached}, []string{bob.Token}, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
 	errs := logged.tally()
 	t.Logf("transaction pooler, default cache_statement mode, 16 clients for 2 s: %s", res)
 	t.Logf("what the server logged:\n%s", strings.Join(errs, "\n"))
@@ -495,11 +523,11 @@ func TestPoolerReplicasShareBudget(t *testing.T) {
 		o.poolURL = throughBouncer(b)
 	}
 	a := newAPI(t, pooled)
-	token := inboxFixture(a)
+	tokens, _ := a.seedCrowd(32, 32, 10)
 	replicas := []*testAPI{a, a.replica(t, pooled), a.replica(t, pooled)}
 
 	sampler := sampleConnections(a.admin, replicas[0].pool, replicas[1].pool, replicas[2].pool)
-	res := runLoad(t, replicas, token, map[string]any{"query": graph.InboxQuery}, 64, 5*time.Second, loadPoolTimeout+time.Minute)
+	res := runLoad(t, replicas, tokens, map[string]any{"query": graph.InboxQuery}, 64, 5*time.Second, loadPoolTimeout+time.Minute)
 	maxServer, maxPool := sampler.finish(t)
 	refused := bouncerRefusals(t, b)
 	t.Logf("session pooler, max_client_conn 6, 3 replicas of 1+1, 64 clients for 5 s: %s", res)

@@ -262,7 +262,10 @@ func TestRealtimeSSEOutlivesServerTimeouts(t *testing.T) {
 	t.Parallel()
 	const writeTimeout = 500 * time.Millisecond
 	a, token, conv, sse := annsStream(t, func(o *apiOptions) {
-		o.server = func(s *httptest.Server) { s.Config.WriteTimeout, s.Config.ReadTimeout = writeTimeout, writeTimeout }
+		// IdleTimeout would default to ReadTimeout.
+		o.server = func(s *httptest.Server) {
+			s.Config.WriteTimeout, s.Config.ReadTimeout, s.Config.IdleTimeout = writeTimeout, writeTimeout, time.Minute
+		}
 	})
 	// The messages go through another server on the same database: the
 	// short timeouts are this one's stream's to outlive, and a send that

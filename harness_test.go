@@ -258,7 +258,16 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		poolURL = o.poolURL(dbURL)
 	}
 	var err error
-	if a.pool, err = dbpool.New(poolURL, o.pool, o.logger, dbpool.WithTracer(a.counter), dbpool.WithBorrowSite(graph.BorrowSite)); err != nil {
+	poolOpts := []dbpool.Option{dbpool.WithTracer(a.counter), dbpool.WithBorrowSite(graph.BorrowSite)}
+	// The listener goes where the pool goes when it shares the budget
+	// (Pool.Reserved, as config sets it without DATABASE_DIRECT_URL), else
+	// straight to the database.
+	listenURL := dbURL
+	if o.realtime && o.pool.Reserved > 0 {
+		listenURL = poolURL
+		poolOpts = append(poolOpts, dbpool.WithListener(func() bool { return a.hub.Stats().Listening }))
+	}
+	if a.pool, err = dbpool.New(poolURL, o.pool, o.logger, poolOpts...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.pool.Close) // last: after the server and the listener
@@ -276,9 +285,10 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 	cfg.Pool = o.pool
 	if o.realtime {
 		// The server's own wiring: one connection outside the pool.
-		if a.hub, a.stopHub, err = startListener(context.Background(), dbURL, cfg, o.logger); err != nil {
+		if a.hub, err = newListener(listenURL, cfg, o.logger); err != nil {
 			t.Fatal(err)
 		}
+		a.stopHub = startListener(context.Background(), a.hub)
 		t.Cleanup(a.stopListener)
 	}
 	a.srv = httptest.NewUnstartedServer(newHandler(apiConfig{
@@ -467,6 +477,55 @@ func (a *testAPI) seedInbox(n, msgs int) (token string, convs []string) {
 		}
 	}
 	return token, convs
+}
+
+// seedCrowd creates users signed-in users and convs conversations of four
+// of them each (every user in about 4*convs/users), msgs messages in each:
+// traffic from many different people, as real traffic is. It returns the
+// users' tokens and the conversations.
+func (a *testAPI) seedCrowd(users, convs, msgs int) (tokens, convIDs []string) {
+	a.t.Helper()
+	ctx := context.Background()
+	ids := make([]string, users)
+	tokens = make([]string, users)
+	for i := range ids {
+		ids[i], tokens[i] = a.user(fmt.Sprintf("Member%03d", i))
+	}
+	rows, err := a.admin.Query(ctx, `INSERT INTO conversations (title, created_at)
+		SELECT 'crowd ' || i, now() - interval '1 day' FROM generate_series(0, $1 - 1) i RETURNING id::text`, convs)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if convIDs, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		a.t.Fatal(err)
+	}
+	var members [4][]string
+	for i := range convIDs {
+		for k := range members {
+			members[k] = append(members[k], ids[(4*i+k)%users])
+		}
+	}
+	for _, st := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO conversation_participants (conversation_id, user_id, joined_at)
+		  SELECT c, u, now() - interval '1 day' + k * interval '1 microsecond'
+		  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[]) AS c(c, m0, m1, m2, m3),
+		       LATERAL (VALUES (0, m0), (1, m1), (2, m2), (3, m3)) AS p(k, u)
+		  ON CONFLICT DO NOTHING`, []any{convIDs, members[0], members[1], members[2], members[3]}},
+		{`INSERT INTO messages (conversation_id, author_id, body, created_at)
+		  SELECT c, (ARRAY[m0, m1, m2, m3])[1 + j % 4], 'message ' || j, now() - interval '1 day' + (j + 1) * interval '1 second'
+		  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[]) AS c(c, m0, m1, m2, m3), generate_series(0, $6 - 1) j`,
+			[]any{convIDs, members[0], members[1], members[2], members[3], msgs}},
+		{`UPDATE conversations c SET last_message_at = (SELECT max(created_at) FROM messages m WHERE m.conversation_id = c.id)
+		  WHERE id = ANY($1::uuid[])`, []any{convIDs}},
+	} {
+		if _, err := a.admin.Exec(ctx, st.sql, st.args...); err != nil {
+			a.t.Fatal(err)
+		}
+	}
+	return tokens, convIDs
 }
 
 // lockParticipants locks conv's participant rows from a connection of its
@@ -890,9 +949,10 @@ type wsClient struct {
 // wsDial is how dialWS opens a socket; the zero value speaks
 // graphql-transport-ws and sends no Origin.
 type wsDial struct {
-	origin      string
-	subprotocol string       // "" is graphql-transport-ws
-	http        *http.Client // nil is the default client
+	origin        string
+	authorization string       // the upgrade request's Authorization header
+	subprotocol   string       // "" is graphql-transport-ws
+	http          *http.Client // nil is the default client
 }
 
 // openWS opens a websocket to base's GraphQL endpoint, returning the
@@ -901,6 +961,9 @@ func openWS(ctx context.Context, base string, d wsDial) (*websocket.Conn, *http.
 	header := http.Header{}
 	if d.origin != "" {
 		header.Set("Origin", d.origin)
+	}
+	if d.authorization != "" {
+		header.Set("Authorization", d.authorization)
 	}
 	if d.subprotocol == "" {
 		d.subprotocol = "graphql-transport-ws"

@@ -26,10 +26,12 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/jackc/pgx/v5"
 
 	"chatql/auth"
 	"chatql/chat"
@@ -160,19 +162,27 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		logger.Info("database schema up to date", "version", version)
 	}
 
+	// The realtime listener: one connection of its own, outside the pool
+	// but inside the budget when it shares the endpoint (Pool.Reserved).
+	var hub *realtime.Hub
+	stopHub := func() {}
+	if cfg.Realtime {
+		if hub, err = newListener(db.directURL, cfg, logger); err != nil {
+			return err
+		}
+	}
+	logBudget(db, cfg, logger)
+
 	m := metrics.New()
-	pool, err := openPool(ctx, db.url, cfg, logger, m)
+	pool, err := openPool(ctx, db.url, cfg, logger, m, hub)
 	if err != nil {
 		return err
 	}
 	// Deferred first, so it runs last: after the listener stops and the
 	// HTTP server has drained.
 	defer closePool(pool, logger)
-
-	// The realtime listener: one connection of its own, outside the pool.
-	hub, stopHub, err := startListener(ctx, db.directURL, cfg, logger)
-	if err != nil {
-		return err
+	if hub != nil {
+		stopHub = startListener(ctx, hub)
 	}
 	defer stopHub()
 
@@ -222,10 +232,40 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	return nil
 }
 
+// logBudget states the connection arithmetic in one line per endpoint.
+func logBudget(db *database, cfg config.Config, logger *slog.Logger) {
+	size, overflow := cfg.Pool.Lendable()
+	budget := fmt.Sprintf("budget %d to %s: pool up to %d (size %d + overflow %d)",
+		cfg.Pool.MaxConnections(), endpoint(db.url), size+overflow, size, overflow)
+	switch {
+	case cfg.Pool.Reserved > 0:
+		budget += fmt.Sprintf(" + listener %d", cfg.Pool.Reserved)
+	case cfg.Realtime:
+		budget += fmt.Sprintf("; listener 1 to %s", endpoint(db.directURL))
+	default:
+		budget += "; realtime off, no listener"
+	}
+	logger.Info(budget)
+}
+
+// endpoint is the host:port a database URL connects to, for logs.
+func endpoint(url string) string {
+	c, err := pgx.ParseConfig(url)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
+}
+
 // openPool opens the bounded pool and checks that the database answers
-// (pgxpool connects lazily).
-func openPool(ctx context.Context, url string, cfg config.Config, logger *slog.Logger, m *metrics.Metrics) (*dbpool.Pool, error) {
-	pool, err := dbpool.New(url, cfg.Pool, logger, dbpool.WithObserver(m), dbpool.WithBorrowSite(graph.BorrowSite))
+// (pgxpool connects lazily). hub, when it shares the budget, shows in the
+// pool's snapshot as the listener.
+func openPool(ctx context.Context, url string, cfg config.Config, logger *slog.Logger, m *metrics.Metrics, hub *realtime.Hub) (*dbpool.Pool, error) {
+	opts := []dbpool.Option{dbpool.WithObserver(m), dbpool.WithBorrowSite(graph.BorrowSite)}
+	if hub != nil {
+		opts = append(opts, dbpool.WithListener(func() bool { return hub.Stats().Listening }))
+	}
+	pool, err := dbpool.New(url, cfg.Pool, logger, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -237,26 +277,28 @@ func openPool(ctx context.Context, url string, cfg config.Config, logger *slog.L
 	}
 	logger.Info("connection pool ready",
 		"pool_size", cfg.Pool.Size, "max_overflow", cfg.Pool.MaxOverflow,
-		"timeout", cfg.Pool.Timeout, "recycle", cfg.Pool.Recycle, "pre_ping", cfg.Pool.PrePing)
+		"timeout", cfg.Pool.Timeout, "recycle", cfg.Pool.Recycle, "pre_ping", cfg.Pool.PrePing,
+		"pooler", cfg.Pool.Pooler.String(), "statement_timeout", cfg.Pool.StatementTimeout)
 	return pool, nil
 }
 
-// startListener starts the realtime hub on url; stop ends it and waits,
-// and may be called more than once.
-func startListener(ctx context.Context, url string, cfg config.Config, logger *slog.Logger) (hub *realtime.Hub, stop func(), err error) {
-	hub, err = realtime.New(realtime.Options{
+// newListener prepares the realtime hub on url; startListener runs it.
+func newListener(url string, cfg config.Config, logger *slog.Logger) (*realtime.Hub, error) {
+	return realtime.New(realtime.Options{
 		URL: url, ApplicationName: cfg.Pool.ApplicationName + "-listener", Missed: chat.MessagesSince, Logger: logger,
 	})
-	if err != nil {
-		return nil, nil, err
-	}
+}
+
+// startListener runs hub until the returned stop, which waits for it and
+// may be called more than once.
+func startListener(ctx context.Context, hub *realtime.Hub) (stop func()) {
 	hubCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		hub.Run(hubCtx)
 	}()
-	return hub, func() { cancel(); <-done }, nil
+	return func() { cancel(); <-done }
 }
 
 // shutdown stops srv within timeout. http.Server.Shutdown stops accepting

@@ -41,6 +41,8 @@ func TestBadConfiguration(t *testing.T) {
 		{[]string{"DB_ECHO=maybe"}, []string{`DB_ECHO="maybe"`, "true or false"}},
 		{[]string{"DATABASE_URL=postgres://u:secret@host:notaport/db"}, []string{"DATABASE_URL=", "postgres:// URL"}},
 		{[]string{"LOG_FORMAT=xml"}, []string{`LOG_FORMAT="xml"`, "text, json"}},
+		// The realtime listener would take the only connection.
+		{[]string{"DB_POOL_SIZE=1", "DB_MAX_OVERFLOW=0"}, []string{"DB_POOL_SIZE=1 with DB_MAX_OVERFLOW=0", "REALTIME=off", "DATABASE_DIRECT_URL"}},
 		// Every bad variable is reported at once, on one line.
 		{[]string{"DB_POOL_SIZE=abc", "DB_MAX_OVERFLOW=-3", "DB_ECHO=maybe"},
 			[]string{`DB_POOL_SIZE="abc"`, `DB_MAX_OVERFLOW="-3"`, `DB_ECHO="maybe"`}},

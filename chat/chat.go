@@ -50,7 +50,9 @@ const (
 	MaxDisplayNameLength = 80
 	MinPasswordLength    = 8
 	MaxPageSize          = 100
-	MaxParticipants      = 100
+	// MaxParticipants bounds the others a conversation's creator names: a
+	// conversation never holds more than MaxParticipants + 1 people.
+	MaxParticipants = 100
 )
 
 // User is a chat user. Email is private to the user themself; the API
@@ -68,6 +70,8 @@ type Conversation struct {
 	Title         *string
 	CreatedAt     time.Time
 	LastMessageAt *time.Time
+	// LastSeq is the Seq of its latest message (0: none yet).
+	LastSeq int64
 }
 
 // activity orders the inbox: the latest message, or the creation time of a
@@ -80,12 +84,21 @@ func (c Conversation) activity() time.Time {
 }
 
 // Message is a message with its author, who is always fetched with it.
+//
+// A conversation's messages have one order, the order they were committed
+// in: Seq numbers them 1, 2, 3... within the conversation, and CreatedAt
+// never goes back along it. Pages, cursors, the last message, unread
+// counts and realtime delivery all follow Seq.
 type Message struct {
 	ID             string
 	ConversationID string
+	Seq            int64
 	Body           string
 	CreatedAt      time.Time
 	Author         User
+	// Conversation is the message's conversation when it was loaded with
+	// it (AnnouncedMessages), as the same statement saw it; nil otherwise.
+	Conversation *Conversation
 }
 
 // ParseID checks that s is an id (a uuid) and returns it in canonical form.

@@ -12,11 +12,16 @@ import (
 	"chatql/dbpool"
 )
 
-const conversationColumns = "c.id::text, c.title, c.created_at, c.last_message_at"
+const conversationColumns = "c.id::text, c.title, c.created_at, c.last_message_at, c.last_seq"
+
+// conversationDest is where conversationColumns scan to, in their order.
+func conversationDest(c *Conversation) []any {
+	return []any{&c.ID, &c.Title, &c.CreatedAt, &c.LastMessageAt, &c.LastSeq}
+}
 
 func scanConversation(row pgx.CollectableRow) (Conversation, error) {
 	var c Conversation
-	err := row.Scan(&c.ID, &c.Title, &c.CreatedAt, &c.LastMessageAt)
+	err := row.Scan(conversationDest(&c)...)
 	return c, err
 }
 
@@ -103,7 +108,8 @@ func ParticipantsByConversation(ctx context.Context, db dbpool.DB, viewer string
 }
 
 // UnreadCounts counts, per conversation among ids that the viewer takes
-// part in, the messages from others newer than the viewer's last read.
+// part in, the messages from others committed after the viewer's read mark
+// (MarkRead).
 func UnreadCounts(ctx context.Context, db dbpool.DB, viewer string, ids []string) (map[string]int, error) {
 	type row struct {
 		conv  string
@@ -114,7 +120,7 @@ func UnreadCounts(ctx context.Context, db dbpool.DB, viewer string, ids []string
 		       (SELECT count(*) FROM messages m
 		        WHERE m.conversation_id = p.conversation_id
 		          AND m.author_id <> p.user_id
-		          AND m.created_at > coalesce(p.last_read_at, '-infinity'))::int
+		          AND m.seq > p.last_read_seq)::int
 		FROM conversation_participants p
 		WHERE p.conversation_id = ANY($1::uuid[]) AND p.user_id = $2`, []any{ids, viewer},
 		func(cr pgx.CollectableRow) (row, error) {
@@ -190,7 +196,10 @@ func CreateConversation(ctx context.Context, db dbpool.DB, viewer string, in Cre
 }
 
 // AddParticipant adds a user to a conversation the viewer takes part in.
-// Adding someone already there changes nothing.
+// Adding someone already there changes nothing. A conversation holds the
+// same number of people as CreateConversation allows (its creator and
+// MaxParticipants others). Run it in a transaction: the count is taken
+// under the conversation's lock, so concurrent adds cannot overshoot it.
 func AddParticipant(ctx context.Context, db dbpool.DB, viewer, conversationID, userID string) (Conversation, error) {
 	conv, err := conversationForViewer(ctx, db, viewer, conversationID)
 	if err != nil {
@@ -203,6 +212,33 @@ func AddParticipant(ctx context.Context, db dbpool.DB, viewer, conversationID, u
 	if _, ok := users[userID]; !ok {
 		return Conversation{}, fmt.Errorf("user %s: %w", userID, ErrNotFound)
 	}
+	// Lock first, count after: a statement's snapshot is taken when it
+	// starts, so a count in the locking statement itself would not see an
+	// add committed while it waited for the lock.
+	if _, err := db.Exec(ctx, `SELECT 1 FROM conversations WHERE id = $1 FOR NO KEY UPDATE`, conversationID); err != nil {
+		return Conversation{}, fmt.Errorf("lock conversation: %w", err)
+	}
+	type members struct {
+		count   int
+		present bool
+	}
+	m, err := dbpool.CollectOne(ctx, db, `
+		SELECT count(*)::int, coalesce(bool_or(user_id = $2), false)
+		FROM conversation_participants WHERE conversation_id = $1`,
+		[]any{conversationID, userID}, func(row pgx.CollectableRow) (members, error) {
+			var m members
+			err := row.Scan(&m.count, &m.present)
+			return m, err
+		})
+	if err != nil {
+		return Conversation{}, fmt.Errorf("count participants: %w", err)
+	}
+	if m.present {
+		return conv, nil
+	}
+	if m.count >= MaxParticipants+1 {
+		return Conversation{}, badInput("userId", "a conversation has at most %d participants", MaxParticipants+1)
+	}
 	if _, err := db.Exec(ctx, `
 		INSERT INTO conversation_participants (conversation_id, user_id) VALUES ($1, $2)
 		ON CONFLICT DO NOTHING`, conversationID, userID); err != nil {
@@ -211,11 +247,27 @@ func AddParticipant(ctx context.Context, db dbpool.DB, viewer, conversationID, u
 	return conv, nil
 }
 
-// MarkRead records that the viewer has read everything in the conversation.
+// MarkRead records that the viewer has read everything in the conversation:
+// the mark is the seq of its latest message. Run it in a transaction. The
+// mark waits for the sends in progress (they hold the conversation's lock
+// until they commit) and holds a share of that lock until it commits
+// itself, so that the messages it covers are exactly those committed
+// before it, all of which its transaction sees, and every later one counts
+// as unread.
 func MarkRead(ctx context.Context, db dbpool.DB, viewer, conversationID string) (Conversation, error) {
+	// The conversation's lock is taken before the participant row's, as in
+	// SendMessage. A locking read that waited returns the row as the
+	// transaction it waited for left it, so last_seq includes that send.
 	tag, err := db.Exec(ctx, `
-		UPDATE conversation_participants SET last_read_at = greatest(now(), last_read_at)
-		WHERE conversation_id = $1 AND user_id = $2`, conversationID, viewer)
+		WITH c AS (
+			SELECT c.last_seq FROM conversations c
+			WHERE c.id = $1
+			  AND EXISTS (SELECT 1 FROM conversation_participants p WHERE p.conversation_id = c.id AND p.user_id = $2)
+			FOR SHARE
+		)
+		UPDATE conversation_participants p
+		SET last_read_seq = greatest(p.last_read_seq, c.last_seq), last_read_at = greatest(p.last_read_at, now())
+		FROM c WHERE p.conversation_id = $1 AND p.user_id = $2`, conversationID, viewer)
 	if err != nil {
 		return Conversation{}, fmt.Errorf("mark read: %w", err)
 	}

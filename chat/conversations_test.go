@@ -2,7 +2,9 @@ package chat_test
 
 import (
 	"cmp"
+	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"chatql/chat"
+	"chatql/dbpool"
 )
 
 // testInbox: an inbox lists exactly the conversations the viewer takes part
@@ -355,4 +358,58 @@ func TestMarkRead(t *testing.T) {
 			t.Errorf("unread after a read mark and one message = %d, want 1", n)
 		}
 	})
+}
+
+// TestAddParticipantCap: a conversation holds at most the people
+// CreateConversation allows (its creator and MaxParticipants others), also
+// when they are added one by one, and also when the adds race: the last
+// free place goes to exactly one of them.
+func TestAddParticipantCap(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	others := make([]chat.User, chat.MaxParticipants)
+	for i := range others {
+		others[i] = w.newUser(t, fmt.Sprintf("Member%03d", i))
+	}
+	// Full from the start: every further add is refused.
+	full := w.mustCreate(t, w.alice, "full", others...)
+	_, err := w.addParticipant(t, w.alice.ID, full.ID, w.bob.ID)
+	wantInputError(t, err, "userId")
+	if got := len(w.participants(t, w.alice.ID, full.ID)); got != chat.MaxParticipants+1 {
+		t.Errorf("full conversation has %d participants, want %d", got, chat.MaxParticipants+1)
+	}
+	// Adding someone already there is still not an error.
+	if _, err := w.addParticipant(t, w.alice.ID, full.ID, others[0].ID); err != nil {
+		t.Errorf("re-adding a participant of a full conversation: %v", err)
+	}
+
+	// One place left, two adds at once: one wins, the other is refused.
+	almost := w.mustCreate(t, w.alice, "almost", others[:chat.MaxParticipants-1]...)
+	errs := make(chan error, 2)
+	for _, u := range []chat.User{w.bob, w.carol} {
+		go func() {
+			_, err := inTx(t, w.pool, func(ctx context.Context, db dbpool.DB) (chat.Conversation, error) {
+				return chat.AddParticipant(ctx, db, w.alice.ID, almost.ID, u.ID)
+			})
+			errs <- err
+		}()
+	}
+	var ok, refused int
+	for range 2 {
+		var input *chat.InputError
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errors.As(err, &input):
+			refused++
+		default:
+			t.Errorf("racing add: %v", err)
+		}
+	}
+	if ok != 1 || refused != 1 {
+		t.Errorf("two adds for the last place: %d succeeded, %d refused; want 1 and 1", ok, refused)
+	}
+	if got := len(w.participants(t, w.alice.ID, almost.ID)); got != chat.MaxParticipants+1 {
+		t.Errorf("conversation has %d participants after the race, want %d", got, chat.MaxParticipants+1)
+	}
 }

@@ -91,6 +91,7 @@ func canRead(actor, conv string) bool { return slices.Contains(readable[actor], 
 
 // world is the cast and its conversations in a database of the test's own.
 type world struct {
+	url  string // the database, for connections outside the pool
 	pool *dbpool.Pool
 	db   dbpool.DB // for reads: each statement on a connection of its own
 
@@ -109,8 +110,9 @@ type scene struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	p := newPool(t)
-	w := &world{pool: p, db: perStatement{p}}
+	url := pgtest.NewDatabase(t)
+	p := newPool(t, url)
+	w := &world{url: url, pool: p, db: perStatement{p}}
 	w.alice = w.newUser(t, "Alice")
 	w.bob = w.newUser(t, "Bob")
 	w.carol = w.newUser(t, "Carol")
@@ -156,10 +158,10 @@ func (w *world) newTeam(t *testing.T) scene {
 	return scene{conv: conv, msgs: msgs}
 }
 
-// newPool returns a pool on a fresh, migrated database of the test's own.
-func newPool(t *testing.T) *dbpool.Pool {
+// newPool returns a pool on url, a fresh, migrated database of the test's own.
+func newPool(t *testing.T, url string) *dbpool.Pool {
 	t.Helper()
-	p, err := dbpool.New(pgtest.NewDatabase(t), dbpool.DefaultConfig(), slog.New(slog.DiscardHandler))
+	p, err := dbpool.New(url, dbpool.DefaultConfig(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("fixture: new pool: %v", err)
 	}

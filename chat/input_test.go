@@ -53,9 +53,11 @@ func TestParseID(t *testing.T) {
 	}
 }
 
-// TestValidateCursor: "" is no cursor and the cursors the package hands
-// out pass; anything else is bad input.
-func TestValidateCursor(t *testing.T) {
+// TestValidateMessageCursor: "" is no cursor and the cursors the package
+// hands out for messages pass; anything else is bad input, a message cursor
+// from before messages had a seq (a time and an id) and a conversation's
+// cursor included.
+func TestValidateMessageCursor(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
 	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
@@ -64,15 +66,17 @@ func TestValidateCursor(t *testing.T) {
 		ok           bool
 	}{
 		{name: "none", cursor: "", ok: true},
-		{name: "a message's", cursor: chat.Message{ID: uuid.NewString(), CreatedAt: now}.Cursor(), ok: true},
-		{name: "a conversation's", cursor: chat.Conversation{ID: uuid.NewString(), CreatedAt: now}.Cursor(), ok: true},
+		{name: "a message's", cursor: chat.Message{ID: uuid.NewString(), Seq: 1, CreatedAt: now}.Cursor(), ok: true},
+		{name: "a conversation's", cursor: chat.Conversation{ID: uuid.NewString(), CreatedAt: now}.Cursor()},
+		{name: "a message's before seq", cursor: enc(now.UTC().Format(time.RFC3339Nano) + "|" + uuid.NewString())},
 		{name: "not base64", cursor: "not a cursor!"},
-		{name: "no separator", cursor: enc(now.Format(time.RFC3339Nano))},
-		{name: "bad time", cursor: enc("yesterday|" + uuid.NewString())},
-		{name: "bad id", cursor: enc(now.Format(time.RFC3339Nano) + "|42")},
+		{name: "no seq", cursor: enc("seq:")},
+		{name: "seq zero", cursor: enc("seq:0")},
+		{name: "negative seq", cursor: enc("seq:-3")},
+		{name: "not a number", cursor: enc("seq:12a")},
 	}
 	for _, tt := range tests {
-		err := chat.ValidateCursor("after", tt.cursor)
+		err := chat.ValidateMessageCursor("after", tt.cursor)
 		if tt.ok {
 			if err != nil {
 				t.Errorf("%s: %v", tt.name, err)
@@ -104,16 +108,32 @@ func testReadsRefuseBadInput(t *testing.T, w *world) {
 	ctx := t.Context()
 	bad := "bogus"
 
-	_, err := chat.Inbox(ctx, w.db, w.alice.ID, 10, bad)
-	wantInputError(t, err, "after")
+	now := time.Now()
+	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	for _, after := range []string{
+		bad,
+		enc(now.Format(time.RFC3339Nano)),    // no separator
+		enc("yesterday|" + uuid.NewString()), // bad time
+		enc(now.Format(time.RFC3339Nano) + "|42"),           // bad id
+		chat.Message{ID: uuid.NewString(), Seq: 1}.Cursor(), // a message's
+	} {
+		_, err := chat.Inbox(ctx, w.db, w.alice.ID, 10, after)
+		wantInputError(t, err, "after")
+	}
+	_, err := chat.Inbox(ctx, w.db, w.alice.ID, 10, chat.Conversation{ID: uuid.NewString(), CreatedAt: now}.Cursor())
+	if err != nil {
+		t.Errorf("Inbox after a conversation's cursor: %v", err)
+	}
 	_, err = chat.Inbox(ctx, w.db, w.alice.ID, 0, "")
 	wantInputError(t, err, "first")
 	_, err = chat.Inbox(ctx, w.db, w.alice.ID, chat.MaxPageSize+1, "")
 	wantInputError(t, err, "first")
 
 	conv := w.convs[team]
-	_, err = chat.MessagePages(ctx, w.db, w.alice.ID, []chat.PageKey{{ConversationID: conv, First: 10, After: bad}})
-	wantInputError(t, err, "after")
+	for _, after := range []string{bad, enc(now.UTC().Format(time.RFC3339Nano) + "|" + uuid.NewString())} {
+		_, err = chat.MessagePages(ctx, w.db, w.alice.ID, []chat.PageKey{{ConversationID: conv, First: 10, After: after}})
+		wantInputError(t, err, "after")
+	}
 	_, err = chat.MessagePages(ctx, w.db, w.alice.ID, []chat.PageKey{
 		{ConversationID: conv, First: 10},
 		{ConversationID: conv, First: chat.MaxPageSize + 1},

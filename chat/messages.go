@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -13,11 +12,11 @@ import (
 	"chatql/realtime"
 )
 
-const messageColumns = "m.id::text, m.conversation_id::text, m.body, m.created_at, " + userColumns
+const messageColumns = "m.id::text, m.conversation_id::text, m.seq, m.body, m.created_at, " + userColumns
 
 // messageDest is where messageColumns scan to, in their order.
 func messageDest(m *Message) []any {
-	return []any{&m.ID, &m.ConversationID, &m.Body, &m.CreatedAt,
+	return []any{&m.ID, &m.ConversationID, &m.Seq, &m.Body, &m.CreatedAt,
 		&m.Author.ID, &m.Author.Email, &m.Author.DisplayName, &m.Author.CreatedAt}
 }
 
@@ -43,14 +42,13 @@ type MessagePage struct {
 
 // MessagePages loads many pages in one statement. Pages of conversations the
 // viewer does not take part in come back empty. Keys must have been checked
-// (PageSize, ValidateCursor).
+// (PageSize, ValidateMessageCursor).
 func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageKey) (map[PageKey]MessagePage, error) {
 	convs := make([]string, len(keys))
 	limits := make([]int32, len(keys))
-	afterAt := make([]*time.Time, len(keys))
-	afterID := make([]*string, len(keys))
+	before := make([]*int64, len(keys))
 	for i, k := range keys {
-		cur, err := parseCursor("after", k.After)
+		seq, err := parseMessageCursor("after", k.After)
 		if err != nil {
 			return nil, err
 		}
@@ -58,8 +56,8 @@ func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageK
 			return nil, err
 		}
 		convs[i], limits[i] = k.ConversationID, int32(k.First+1)
-		if cur != nil {
-			afterAt[i], afterID[i] = &cur.at, &cur.id
+		if seq != 0 {
+			before[i] = &seq
 		}
 	}
 	type row struct {
@@ -68,23 +66,22 @@ func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageK
 	}
 	rows, err := dbpool.Collect(ctx, db, `
 		SELECT k.idx::int, `+messageColumns+`
-		FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::uuid[]) WITH ORDINALITY
-		     AS k(conv, lim, after_at, after_id, idx)
-		JOIN conversation_participants v ON v.conversation_id = k.conv AND v.user_id = $5
+		FROM unnest($1::uuid[], $2::int[], $3::bigint[]) WITH ORDINALITY
+		     AS k(conv, lim, before_seq, idx)
+		JOIN conversation_participants v ON v.conversation_id = k.conv AND v.user_id = $4
 		CROSS JOIN LATERAL (
 			SELECT * FROM messages m
 			WHERE m.conversation_id = k.conv
-			  AND (k.after_at IS NULL OR (m.created_at, m.id) < (k.after_at, k.after_id))
-			ORDER BY m.created_at DESC, m.id DESC
+			  AND (k.before_seq IS NULL OR m.seq < k.before_seq)
+			ORDER BY m.seq DESC
 			LIMIT k.lim
 		) m
 		JOIN users u ON u.id = m.author_id
-		ORDER BY k.idx, m.created_at DESC, m.id DESC`,
-		[]any{convs, limits, afterAt, afterID, viewer},
+		ORDER BY k.idx, m.seq DESC`,
+		[]any{convs, limits, before, viewer},
 		func(cr pgx.CollectableRow) (row, error) {
 			var r row
-			err := cr.Scan(&r.idx, &r.msg.ID, &r.msg.ConversationID, &r.msg.Body, &r.msg.CreatedAt,
-				&r.msg.Author.ID, &r.msg.Author.Email, &r.msg.Author.DisplayName, &r.msg.Author.CreatedAt)
+			err := cr.Scan(append([]any{&r.idx}, messageDest(&r.msg)...)...)
 			return r, err
 		})
 	if err != nil {
@@ -117,7 +114,7 @@ func LastMessages(ctx context.Context, db dbpool.DB, viewer string, ids []string
 		CROSS JOIN LATERAL (
 			SELECT * FROM messages m
 			WHERE m.conversation_id = v.conversation_id
-			ORDER BY m.created_at DESC, m.id DESC
+			ORDER BY m.seq DESC
 			LIMIT 1
 		) m
 		JOIN users u ON u.id = m.author_id
@@ -133,40 +130,49 @@ func LastMessages(ctx context.Context, db dbpool.DB, viewer string, ids []string
 }
 
 // SendMessage posts a message as the viewer. Run it in a transaction: the
-// message, the conversation's lastMessageAt and the sender's read mark
-// change together or not at all.
+// message, the conversation's sequence and lastMessageAt, and the sender's
+// read mark change together or not at all, and the conversation stays
+// locked until the transaction ends, which is what puts its messages in
+// commit order. Keep that transaction short.
 func SendMessage(ctx context.Context, db dbpool.DB, viewer, conversationID, body string) (Message, error) {
 	body = strings.TrimSpace(body)
 	if err := textLength("body", body, 1, MaxBodyLength); err != nil {
 		return Message{}, err
 	}
-	// Locking the participant row proves participation and keeps the
-	// viewer from being removed while the message is written. The lock is
-	// exclusive (the row's last_read_at is updated below): with a shared
-	// lock, two sends by one user to one conversation would each wait for
-	// the other to upgrade it, a deadlock.
+	// The conversation's lock comes first, as in MarkRead and
+	// AddParticipant: taking a participant row first would deadlock with
+	// them. Only a participant takes it; whether they still are is checked
+	// again below, under the lock, by a statement that sees what was
+	// committed while it waited.
 	tag, err := db.Exec(ctx, `
-		SELECT 1 FROM conversation_participants
-		WHERE conversation_id = $1 AND user_id = $2 FOR NO KEY UPDATE`, conversationID, viewer)
+		SELECT 1 FROM conversations c
+		WHERE c.id = $1
+		  AND EXISTS (SELECT 1 FROM conversation_participants p WHERE p.conversation_id = c.id AND p.user_id = $2)
+		FOR NO KEY UPDATE`, conversationID, viewer)
 	if err != nil {
-		return Message{}, fmt.Errorf("check participation: %w", err)
+		return Message{}, fmt.Errorf("lock conversation: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
 		return Message{}, fmt.Errorf("conversation %s: %w", conversationID, ErrNotFound)
 	}
+	// The insert takes the next seq and the time, and moves lastMessageAt
+	// (the triggers of migration 00002); the sender has read up to it.
 	msg, err := dbpool.CollectOne(ctx, db, `
 		WITH m AS (
-			INSERT INTO messages (conversation_id, author_id, body) VALUES ($1, $2, $3)
+			INSERT INTO messages (conversation_id, author_id, body)
+			SELECT $1, $2, $3
+			WHERE EXISTS (SELECT 1 FROM conversation_participants WHERE conversation_id = $1 AND user_id = $2)
 			RETURNING *
-		), c AS (
-			UPDATE conversations SET last_message_at = greatest(last_message_at, (SELECT created_at FROM m))
-			WHERE id = $1
 		), r AS (
-			UPDATE conversation_participants SET last_read_at = greatest(last_read_at, (SELECT created_at FROM m))
-			WHERE conversation_id = $1 AND user_id = $2
+			UPDATE conversation_participants p
+			SET last_read_seq = greatest(p.last_read_seq, m.seq), last_read_at = greatest(p.last_read_at, m.created_at)
+			FROM m WHERE p.conversation_id = m.conversation_id AND p.user_id = m.author_id
 		)
 		SELECT `+messageColumns+` FROM m JOIN users u ON u.id = m.author_id`,
 		[]any{conversationID, viewer, body}, scanMessage)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Message{}, fmt.Errorf("conversation %s: %w", conversationID, ErrNotFound)
+	}
 	if err != nil {
 		return Message{}, fmt.Errorf("insert message: %w", err)
 	}
@@ -179,47 +185,86 @@ func SendMessage(ctx context.Context, db dbpool.DB, viewer, conversationID, body
 // announce tells the realtime listeners about msg when the transaction
 // commits.
 func announce(ctx context.Context, db dbpool.DB, msg Message) error {
-	return realtime.Announce(ctx, db, realtime.Event{ID: msg.ID, ConversationID: msg.ConversationID, CreatedAt: msg.CreatedAt})
+	return realtime.Announce(ctx, db, realtime.Event{
+		ID: msg.ID, ConversationID: msg.ConversationID, Seq: msg.Seq, CreatedAt: msg.CreatedAt,
+	})
 }
 
-// MessagesSince lists the messages of conversations created at or after
-// since, oldest first, as announcements: the realtime hub's catch-up after
-// its listener reconnects (realtime.MissedFunc).
-func MessagesSince(ctx context.Context, db dbpool.DB, conversations []string, since time.Time) ([]realtime.Event, error) {
+// MessagesSince is the realtime hub's catch-up after its listener
+// reconnects (realtime.MissedFunc): for each conversation in after whose
+// messages went past the seq given (0: any), an event for its newest
+// message. One per conversation is enough: a subscriber loads every
+// message between the last it delivered and the one announced.
+func MessagesSince(ctx context.Context, db dbpool.DB, after map[string]int64) ([]realtime.Event, error) {
+	convs := make([]string, 0, len(after))
+	seqs := make([]int64, 0, len(after))
+	for c, seq := range after {
+		convs, seqs = append(convs, c), append(seqs, seq)
+	}
 	events, err := dbpool.Collect(ctx, db, `
-		SELECT id::text, conversation_id::text, created_at FROM messages
-		WHERE conversation_id = ANY($1::uuid[]) AND created_at >= $2
-		ORDER BY created_at, id`, []any{conversations, since}, func(r pgx.CollectableRow) (realtime.Event, error) {
+		SELECT m.id::text, m.conversation_id::text, m.seq, m.created_at
+		FROM unnest($1::uuid[], $2::bigint[]) AS k(conv, after_seq)
+		CROSS JOIN LATERAL (
+			SELECT * FROM messages m
+			WHERE m.conversation_id = k.conv AND m.seq > k.after_seq
+			ORDER BY m.seq DESC
+			LIMIT 1
+		) m`, []any{convs, seqs}, func(r pgx.CollectableRow) (realtime.Event, error) {
 		var e realtime.Event
-		err := r.Scan(&e.ID, &e.ConversationID, &e.CreatedAt)
+		err := r.Scan(&e.ID, &e.ConversationID, &e.Seq, &e.CreatedAt)
 		return e, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("messages since %s: %w", since.Format(time.RFC3339Nano), err)
+		return nil, fmt.Errorf("messages since: %w", err)
 	}
 	return events, nil
 }
 
-// AnnouncedMessage loads a newly announced message with the ids of its
-// conversation's participants, for any viewer: one statement serves every
-// subscriber of the conversation, each checked against the participants.
-func AnnouncedMessage(ctx context.Context, db dbpool.DB, id string) (Message, []string, error) {
-	var participants []string
-	msg, err := dbpool.CollectOne(ctx, db, `
-		SELECT `+messageColumns+`,
-			ARRAY(SELECT p.user_id::text FROM conversation_participants p WHERE p.conversation_id = m.conversation_id)
-		FROM messages m
+// Announced is a run of a conversation's messages as its realtime
+// subscribers are sent them, with the conversation and its participants
+// as the same statement saw them: each subscriber is checked against those
+// participants.
+type Announced struct {
+	Conversation Conversation
+	Participants []string
+	// Messages are the run, oldest first; each one's Conversation points
+	// to the one above.
+	Messages []Message
+}
+
+// AnnouncedMessages loads, for any viewer, at most limit messages of a
+// conversation after the seq given, oldest first: one statement serves
+// every subscriber of the conversation, however many messages were
+// announced meanwhile. Nothing after it (or no such conversation) is an
+// empty run.
+func AnnouncedMessages(ctx context.Context, db dbpool.DB, conversationID string, after int64, limit int) (Announced, error) {
+	var an Announced
+	msgs, err := dbpool.Collect(ctx, db, `
+		SELECT `+conversationColumns+`, p.ids, `+messageColumns+`
+		FROM conversations c
+		CROSS JOIN LATERAL (
+			SELECT coalesce(array_agg(p.user_id::text), '{}') AS ids
+			FROM conversation_participants p WHERE p.conversation_id = c.id
+		) p
+		CROSS JOIN LATERAL (
+			SELECT * FROM messages m
+			WHERE m.conversation_id = c.id AND m.seq > $2
+			ORDER BY m.seq
+			LIMIT $3
+		) m
 		JOIN users u ON u.id = m.author_id
-		WHERE m.id = $1`, []any{id}, func(row pgx.CollectableRow) (Message, error) {
+		WHERE c.id = $1
+		ORDER BY m.seq`, []any{conversationID, after, limit}, func(row pgx.CollectableRow) (Message, error) {
 		var m Message
-		err := row.Scan(append(messageDest(&m), &participants)...)
+		err := row.Scan(append(append(conversationDest(&an.Conversation), &an.Participants), messageDest(&m)...)...)
 		return m, err
 	})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Message{}, nil, fmt.Errorf("message %s: %w", id, ErrNotFound)
-	}
 	if err != nil {
-		return Message{}, nil, fmt.Errorf("load message: %w", err)
+		return Announced{}, fmt.Errorf("load announced messages: %w", err)
 	}
-	return msg, participants, nil
+	for i := range msgs {
+		msgs[i].Conversation = &an.Conversation
+	}
+	an.Messages = msgs
+	return an, nil
 }

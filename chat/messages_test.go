@@ -190,35 +190,58 @@ func TestSendMessage(t *testing.T) {
 	}
 }
 
-// testAnnouncedMessage: an announced message comes with its conversation's
-// current participants, and checking a subscriber against them gives exactly
-// the read matrix: a removed author no longer gets even their own message.
-func testAnnouncedMessage(t *testing.T, w *world) {
+// testAnnouncedMessages: a run of announced messages comes in the
+// conversation's order with its conversation and current participants, and
+// checking a subscriber against them gives exactly the read matrix: a
+// removed author no longer gets even their own message.
+func testAnnouncedMessages(t *testing.T, w *world) {
 	t.Parallel()
 	for _, c := range []string{team, side} {
-		for _, m := range w.scenes[c].msgs {
-			t.Run(c+" "+m.Body, func(t *testing.T) {
-				t.Parallel()
-				got, participants, err := chat.AnnouncedMessage(t.Context(), w.db, m.ID)
-				if err != nil {
-					t.Fatalf("AnnouncedMessage: %v", err)
+		t.Run(c, func(t *testing.T) {
+			t.Parallel()
+			got, err := chat.AnnouncedMessages(t.Context(), w.db, w.convs[c], 0, chat.MaxPageSize)
+			if err != nil {
+				t.Fatalf("AnnouncedMessages: %v", err)
+			}
+			want := w.scenes[c].msgs
+			if ids := messageIDs(got.Messages); !slices.Equal(ids, messageIDs(want)) {
+				t.Fatalf("run = %v, want %v (oldest first)", ids, messageIDs(want))
+			}
+			for i, m := range got.Messages {
+				if m.Seq != int64(i+1) || m.Body != want[i].Body || m.Author.ID != want[i].Author.ID ||
+					m.Conversation == nil || m.Conversation.ID != w.convs[c] {
+					t.Errorf("message %d: %+v, want seq %d, %q by %s, in %s", i, m, i+1, want[i].Body, want[i].Author.ID, w.convs[c])
 				}
-				if got.ID != m.ID || got.ConversationID != w.convs[c] || got.Body != m.Body || got.Author.ID != m.Author.ID {
-					t.Errorf("loaded %+v, want %+v", got, m)
+			}
+			if got.Conversation.LastSeq != int64(len(want)) {
+				t.Errorf("conversation's last seq %d, want %d", got.Conversation.LastSeq, len(want))
+			}
+			for _, actor := range actors {
+				if in := slices.Contains(got.Participants, w.ids[actor]); in != canRead(actor, c) {
+					t.Errorf("%s among the participants: %v, want %v (participants %v)", actor, in, canRead(actor, c), got.Participants)
 				}
-				for _, actor := range actors {
-					if in := slices.Contains(participants, w.ids[actor]); in != canRead(actor, c) {
-						t.Errorf("%s among the participants: %v, want %v (participants %v)", actor, in, canRead(actor, c), participants)
-					}
-				}
-			})
-		}
+			}
+		})
 	}
 
-	t.Run("unknown message", func(t *testing.T) {
+	t.Run("after a seq, at most limit", func(t *testing.T) {
 		t.Parallel()
-		if _, _, err := chat.AnnouncedMessage(t.Context(), w.db, uuid.NewString()); !errors.Is(err, chat.ErrNotFound) {
-			t.Errorf("err = %v, want ErrNotFound", err)
+		got, err := chat.AnnouncedMessages(t.Context(), w.db, w.convs[team], 1, 2)
+		if err != nil {
+			t.Fatalf("AnnouncedMessages: %v", err)
+		}
+		if ids, want := messageIDs(got.Messages), messageIDs(w.scenes[team].msgs[1:3]); !slices.Equal(ids, want) {
+			t.Errorf("run = %v, want %v", ids, want)
+		}
+	})
+
+	t.Run("nothing after", func(t *testing.T) {
+		t.Parallel()
+		for _, conv := range []string{w.convs[missing], w.convs[team]} {
+			got, err := chat.AnnouncedMessages(t.Context(), w.db, conv, int64(len(w.scenes[team].msgs)), chat.MaxPageSize)
+			if err != nil || len(got.Messages) != 0 {
+				t.Errorf("run %+v, %v; want an empty one", got, err)
+			}
 		}
 	})
 
@@ -228,17 +251,17 @@ func testAnnouncedMessage(t *testing.T, w *world) {
 		// the other reads expect.
 		ann, ben, cat := w.newUser(t, "Ann"), w.newUser(t, "Ben"), w.newUser(t, "Cat")
 		conv := w.mustCreate(t, ann, "later", ben)
-		m := w.mustSend(t, ben, conv.ID, "sent before the change")
+		w.mustSend(t, ben, conv.ID, "sent before the change")
 		if _, err := w.addParticipant(t, ann.ID, conv.ID, cat.ID); err != nil {
 			t.Fatalf("AddParticipant: %v", err)
 		}
 		w.remove(t, conv.ID, ben.ID)
-		_, participants, err := chat.AnnouncedMessage(t.Context(), w.db, m.ID)
+		got, err := chat.AnnouncedMessages(t.Context(), w.db, conv.ID, 0, 1)
 		if err != nil {
-			t.Fatalf("AnnouncedMessage: %v", err)
+			t.Fatalf("AnnouncedMessages: %v", err)
 		}
-		if want := userIDs(ann, cat); !slices.Equal(sorted(participants), sorted(want)) {
-			t.Errorf("participants = %v, want %v (ann and cat, not the removed author ben)", participants, want)
+		if want := userIDs(ann, cat); !slices.Equal(sorted(got.Participants), sorted(want)) {
+			t.Errorf("participants = %v, want %v (ann and cat, not the removed author ben)", got.Participants, want)
 		}
 	})
 }

@@ -30,7 +30,12 @@ type Config struct {
 	// transaction-mode pooler, which cannot keep a LISTEN. Empty means
 	// DATABASE_URL.
 	DatabaseDirectURL string
-	Pool              dbpool.Config
+	// Pool is the pool's share of the budget; Pool.Reserved is 1 when the
+	// realtime listener connects to the same endpoint.
+	Pool dbpool.Config
+	// Realtime runs the realtime listener and serves messageAdded
+	// (REALTIME, on by default).
+	Realtime bool
 	// Migrate applies pending migrations at startup.
 	Migrate bool
 	// ListenAddr is the host:port the HTTP server listens on.
@@ -94,6 +99,7 @@ func (e *Error) Error() string {
 // returned error is an *Error naming every bad variable.
 func Load(getenv func(string) string) (Config, error) {
 	r := reader{getenv: getenv}
+	pooler := r.pooler("DB_POOLER")
 	c := Config{
 		DatabaseURL:       strings.TrimSpace(getenv("DATABASE_URL")),
 		DatabaseDirectURL: strings.TrimSpace(getenv("DATABASE_DIRECT_URL")),
@@ -105,11 +111,13 @@ func Load(getenv func(string) string) (Config, error) {
 			PrePing:          r.bool("DB_POOL_PRE_PING", true),
 			Echo:             r.bool("DB_ECHO", false),
 			ApplicationName:  r.string("DB_APPLICATION_NAME", "chatql"),
-			QueryExecMode:    r.execMode("DB_QUERY_EXEC_MODE"),
+			QueryExecMode:    r.execMode("DB_QUERY_EXEC_MODE", pooler),
 			SlowAcquire:      r.secondsOrOff("DB_SLOW_ACQUIRE", time.Second),
 			StatementTimeout: r.secondsOrOff("DB_STATEMENT_TIMEOUT", 30*time.Second),
+			Pooler:           pooler,
 			LeakThreshold:    r.secondsOrOff("DB_LEAK_THRESHOLD", 30*time.Second),
 		},
+		Realtime:        r.bool("REALTIME", true),
 		Migrate:         r.bool("DB_MIGRATE", true),
 		DataDir:         r.string("DATA_DIR", ".data"),
 		ShutdownTimeout: r.seconds("SHUTDOWN_TIMEOUT", 20*time.Second, false),
@@ -141,6 +149,18 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.DatabaseDirectURL != "" {
 		if _, err := pgx.ParseConfig(c.DatabaseDirectURL); err != nil {
 			r.problem("DATABASE_DIRECT_URL", redact(c.DatabaseDirectURL), "a postgres:// URL or a keyword/value DSN, connecting directly (not through a transaction pooler)")
+		}
+	}
+	// The listener's connection comes out of the same budget when it
+	// shares the endpoint: the pool must keep at least one.
+	if c.Realtime && c.DatabaseDirectURL == "" && c.Pool.Pooler == dbpool.PoolerTransaction {
+		r.problem("DATABASE_DIRECT_URL", `""`, "a direct (or session-mode) URL for the realtime listener: LISTEN does not survive a transaction-mode pooler (DB_POOLER=transaction); or set REALTIME=off")
+	}
+	if c.Realtime && c.DatabaseDirectURL == "" {
+		c.Pool.Reserved = 1
+		if c.Pool.MaxConnections() < 2 {
+			r.problem("DB_POOL_SIZE", fmt.Sprintf("%d with DB_MAX_OVERFLOW=%d", c.Pool.Size, c.Pool.MaxOverflow),
+				"a budget of at least 2: the realtime listener holds one of these connections, leaving the pool none; raise DB_MAX_OVERFLOW, set DATABASE_DIRECT_URL for the listener, or set REALTIME=off")
 		}
 	}
 	if len(r.problems) > 0 {
@@ -262,9 +282,21 @@ func (r *reader) oneOf(name, def string, allowed ...string) string {
 	return def
 }
 
-func (r *reader) execMode(name string) pgx.QueryExecMode {
-	mode, _ := dbpool.QueryExecMode(r.oneOf(name, "cache_statement", "cache_statement", "exec", "simple_protocol", "cache_describe"))
+// execMode reads DB_QUERY_EXEC_MODE. Its default is exec behind a
+// transaction-mode pooler, where cached prepared statements break.
+func (r *reader) execMode(name string, pooler dbpool.Pooler) pgx.QueryExecMode {
+	def := "cache_statement"
+	if pooler == dbpool.PoolerTransaction {
+		def = "exec"
+	}
+	mode, _ := dbpool.QueryExecMode(r.oneOf(name, def, "cache_statement", "exec", "simple_protocol", "cache_describe"))
 	return mode
+}
+
+// pooler reads DB_POOLER: what DATABASE_URL connects to.
+func (r *reader) pooler(name string) dbpool.Pooler {
+	p, _ := dbpool.ParsePooler(r.oneOf(name, "none", "none", "session", "transaction"))
+	return p
 }
 
 func (r *reader) level(name string) slog.Level {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"chatql/dbpool"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef"
@@ -134,6 +136,36 @@ func TestQueryExecMode(t *testing.T) {
 	}
 }
 
+// TestPooler: DB_POOLER names what DATABASE_URL leads to (none by
+// default); behind a transaction pooler DB_QUERY_EXEC_MODE defaults to
+// exec, and a mode set explicitly is kept; an unknown pooler is a problem.
+func TestPooler(t *testing.T) {
+	for _, tc := range []struct {
+		pooler, execMode string
+		want             dbpool.Pooler
+		wantMode         pgx.QueryExecMode
+	}{
+		{"", "", dbpool.PoolerNone, pgx.QueryExecModeCacheStatement},
+		{"none", "", dbpool.PoolerNone, pgx.QueryExecModeCacheStatement},
+		{"session", "", dbpool.PoolerSession, pgx.QueryExecModeCacheStatement},
+		{"Transaction", "", dbpool.PoolerTransaction, pgx.QueryExecModeExec},
+		{"transaction", "simple_protocol", dbpool.PoolerTransaction, pgx.QueryExecModeSimpleProtocol},
+		{"transaction", "cache_statement", dbpool.PoolerTransaction, pgx.QueryExecModeCacheStatement},
+	} {
+		c, err := Load(env(map[string]string{"DB_POOLER": tc.pooler, "DB_QUERY_EXEC_MODE": tc.execMode, "REALTIME": "off"}))
+		if err != nil || c.Pool.Pooler != tc.want || c.Pool.QueryExecMode != tc.wantMode {
+			t.Errorf("DB_POOLER=%q DB_QUERY_EXEC_MODE=%q: pooler %v, mode %v, %v; want %v, %v",
+				tc.pooler, tc.execMode, c.Pool.Pooler, c.Pool.QueryExecMode, err, tc.want, tc.wantMode)
+		}
+	}
+	_, err := Load(env(map[string]string{"DB_POOLER": "pgbouncer"}))
+	var cfgErr *Error
+	if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 1 || cfgErr.Problems[0].Var != "DB_POOLER" ||
+		!strings.Contains(err.Error(), "none, session, transaction") {
+		t.Errorf("DB_POOLER=pgbouncer: err = %v, want one DB_POOLER problem listing the values", err)
+	}
+}
+
 // TestDatabaseDirectURL: the listener's URL is kept as given; a malformed
 // one is reported like DATABASE_URL, password hidden.
 func TestDatabaseDirectURL(t *testing.T) {
@@ -188,5 +220,74 @@ func TestDirectURL(t *testing.T) {
 	}
 	if got := (Config{DatabaseDirectURL: "postgres://direct"}).DirectURL("postgres://pool"); got != "postgres://direct" {
 		t.Errorf("with DATABASE_DIRECT_URL: %q", got)
+	}
+}
+
+// TestRealtimeBudget: the realtime listener's connection comes out of the
+// budget when it shares DATABASE_URL's endpoint, not otherwise; a budget
+// that leaves the pool nothing is refused, saying what to change.
+func TestRealtimeBudget(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://db/chatql", "JWT_SECRET": testSecret, "DB_POOL_SIZE": "3", "DB_MAX_OVERFLOW": "2"}
+	with := func(extra map[string]string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name     string
+		env      map[string]string
+		realtime bool
+		reserved int
+	}{
+		{"shared endpoint", base, true, 1},
+		{"direct URL for the listener", with(map[string]string{"DATABASE_DIRECT_URL": "postgres://direct/chatql"}), true, 0},
+		{"realtime off", with(map[string]string{"REALTIME": "off"}), false, 0},
+		{"1 + 0, realtime off", with(map[string]string{"REALTIME": "off", "DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0"}), false, 0},
+		{"1 + 0, direct URL", with(map[string]string{"DATABASE_DIRECT_URL": "postgres://direct/chatql", "DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0"}), true, 0},
+		{"2 + 0, shared", with(map[string]string{"DB_POOL_SIZE": "2", "DB_MAX_OVERFLOW": "0"}), true, 1},
+	} {
+		c, err := Load(env(tc.env))
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if c.Realtime != tc.realtime || c.Pool.Reserved != tc.reserved {
+			t.Errorf("%s: realtime %v, reserved %d; want %v, %d", tc.name, c.Realtime, c.Pool.Reserved, tc.realtime, tc.reserved)
+		}
+	}
+	_, err := Load(env(with(map[string]string{"DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0"})))
+	var cfgErr *Error
+	if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 1 || cfgErr.Problems[0].Var != "DB_POOL_SIZE" ||
+		!strings.Contains(err.Error(), "REALTIME=off") || !strings.Contains(err.Error(), "DATABASE_DIRECT_URL") {
+		t.Errorf("1 + 0 with the listener sharing the endpoint: err = %v, want one DB_POOL_SIZE problem naming the ways out", err)
+	}
+}
+
+// TestRealtimeNeedsSession: LISTEN through a transaction-mode pooler would
+// hear nothing, so that combination is refused unless the listener has a
+// direct URL or realtime is off.
+func TestRealtimeNeedsSession(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://pooler:6543/chatql", "JWT_SECRET": testSecret, "DB_POOLER": "transaction"}
+	_, err := Load(env(base))
+	var cfgErr *Error
+	if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 1 || cfgErr.Problems[0].Var != "DATABASE_DIRECT_URL" {
+		t.Errorf("transaction pooler, realtime on, no direct URL: err = %v, want one DATABASE_DIRECT_URL problem", err)
+	}
+	for name, extra := range map[string][2]string{
+		"direct URL":   {"DATABASE_DIRECT_URL", "postgres://db:5432/chatql"},
+		"realtime off": {"REALTIME", "off"},
+	} {
+		vars := map[string]string{extra[0]: extra[1]}
+		for k, v := range base {
+			vars[k] = v
+		}
+		if _, err := Load(env(vars)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }

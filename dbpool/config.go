@@ -37,9 +37,18 @@ type Config struct {
 	// SlowAcquire: an acquire that waits longer is logged as a warning with
 	// the pool's counts; 0 turns the warning off.
 	SlowAcquire time.Duration
-	// StatementTimeout is set as statement_timeout on every connection, so
-	// that a runaway query cannot hold a connection forever; 0 means none.
+	// Reserved counts connections to the same endpoint that the process
+	// holds outside the pool (the realtime listener), within the same
+	// budget: the pool opens at most MaxConnections() - Reserved. A
+	// reservation displaces overflow first, then size (Lendable).
+	Reserved int
+	// StatementTimeout is the statement_timeout of every statement the
+	// pool runs, so that a runaway query cannot hold a connection forever;
+	// 0 means none. How it reaches the server depends on Pooler.
 	StatementTimeout time.Duration
+	// Pooler says what the pool connects to: PostgreSQL itself or a
+	// connection pooler, which decides how StatementTimeout is applied.
+	Pooler Pooler
 	// LeakThreshold: a connection held longer by one scope is reported
 	// once as a possible leak (HikariCP's leakDetectionThreshold); 0 off.
 	LeakThreshold time.Duration
@@ -62,6 +71,57 @@ func QueryExecMode(name string) (pgx.QueryExecMode, bool) {
 	return 0, false
 }
 
+// Pooler is what stands between the pool and PostgreSQL (DB_POOLER).
+//
+// Directly, StatementTimeout is a startup parameter of each connection: it
+// costs nothing and lives exactly as long as the connection, which is
+// the pool's alone. A pooler refuses that startup parameter (PgBouncer:
+// "unsupported startup parameter", or silently drops it when
+// ignore_startup_parameters lists it), and a session-level SET would stay
+// on the server connection after chatql is done with it: in transaction
+// mode the next client of the pooler gets it. So behind any pooler chatql
+// leaves the session alone and sets the timeout for one transaction at a
+// time, in the same round trip as the transaction's first statement: a
+// transaction begins with "BEGIN; SET LOCAL statement_timeout = ...", and
+// a statement outside one goes in a batch after
+// set_config('statement_timeout', ..., true), which the server runs as one
+// implicit transaction. Either way the setting ends with the transaction.
+type Pooler int
+
+const (
+	// PoolerNone: the pool connects to PostgreSQL itself.
+	PoolerNone Pooler = iota
+	// PoolerSession: a session-mode pooler, which lends a server
+	// connection for as long as the client stays connected (PgBouncer
+	// pool_mode=session, Supabase's pooler on port 5432).
+	PoolerSession
+	// PoolerTransaction: a transaction-mode pooler, which lends a server
+	// connection for one transaction at a time (PgBouncer
+	// pool_mode=transaction, Supabase's pooler on port 6543).
+	PoolerTransaction
+)
+
+var poolerNames = [...]string{PoolerNone: "none", PoolerSession: "session", PoolerTransaction: "transaction"}
+
+// String returns the DB_POOLER value that names p.
+func (p Pooler) String() string {
+	if p < 0 || int(p) >= len(poolerNames) {
+		return fmt.Sprintf("Pooler(%d)", int(p))
+	}
+	return poolerNames[p]
+}
+
+// ParsePooler returns the Pooler a DB_POOLER value names (none, session,
+// transaction), and false for any other.
+func ParsePooler(name string) (Pooler, bool) {
+	for p, n := range poolerNames {
+		if n == name {
+			return Pooler(p), true
+		}
+	}
+	return 0, false
+}
+
 // DefaultConfig returns QueuePool's defaults (size 5, overflow 10, timeout
 // 30 s) with a one-hour recycle and pre-ping on.
 func DefaultConfig() Config {
@@ -78,8 +138,18 @@ func DefaultConfig() Config {
 	}
 }
 
-// MaxConnections is the hard cap: Size + MaxOverflow.
+// MaxConnections is the budget, the hard cap on connections to the
+// endpoint: Size + MaxOverflow, shared by the pool and Reserved.
 func (c Config) MaxConnections() int { return c.Size + c.MaxOverflow }
+
+// Lendable is what the pool itself may use of the budget once Reserved is
+// taken out: overflow goes first, then size, so a reservation costs
+// burst capacity before it costs connections kept open.
+func (c Config) Lendable() (size, overflow int) {
+	overflow = c.MaxOverflow - c.Reserved
+	size = c.Size + min(overflow, 0)
+	return size, max(overflow, 0)
+}
 
 // Validate reports the first setting that is out of range.
 func (c Config) Validate() error {
@@ -92,6 +162,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("pool timeout %s: must be positive", c.Timeout)
 	case c.MaxConnections() > 1<<20:
 		return fmt.Errorf("pool size %d + overflow %d: too large", c.Size, c.MaxOverflow)
+	case c.Reserved < 0:
+		return fmt.Errorf("reserved %d: must not be negative", c.Reserved)
+	case c.Pooler < PoolerNone || c.Pooler > PoolerTransaction:
+		return fmt.Errorf("pooler %d: unknown", int(c.Pooler))
+	case c.MaxConnections()-c.Reserved < 1:
+		return fmt.Errorf("pool size %d + overflow %d leaves no connection beside the %d held outside the pool", c.Size, c.MaxOverflow, c.Reserved)
 	}
 	return nil
 }

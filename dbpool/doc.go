@@ -21,4 +21,9 @@
 //     acquired or released, never while it is in use.
 //   - PrePing validates a pooled connection before it is handed out
 //     (PrepareConn); a dead one is discarded, counted as invalid, and replaced.
+//
+// StatementTimeout is not a QueuePool setting: connected to PostgreSQL
+// itself it is a startup parameter of each connection, and behind a
+// connection pooler it is set per transaction, never on the session (see
+// Pooler).
 package dbpool

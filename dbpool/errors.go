@@ -16,6 +16,10 @@ import (
 // *TimeoutError that names the limits, like QueuePool's message.
 var ErrPoolTimeout = errors.New("connection pool timeout")
 
+// ErrRolledBack is returned (wrapped) by a commit whose transaction Release
+// already rolled back: the write did not happen.
+var ErrRolledBack = errors.New("dbpool: transaction rolled back by release")
+
 // ErrScopeReleased is returned by a Scope used after Release.
 var ErrScopeReleased = errors.New("dbpool: scope already released")
 

@@ -42,6 +42,11 @@ type Pool struct {
 	cfg    Config
 	pgx    *pgxpool.Pool
 	logger *slog.Logger
+	// listenerOpen says whether the reserved connection is open (Stats).
+	listenerOpen func() bool
+	// timeout is how statements get Config.StatementTimeout behind a
+	// pooler.
+	timeout statementTimeout
 
 	// mu guards idle and fresh, which track pgx connections by identity.
 	mu sync.Mutex
@@ -89,13 +94,21 @@ func WithBorrowSite(fn func(ctx context.Context) string) Option {
 	return func(p *Pool, _ *pgxpool.Config) { p.borrowSite = fn }
 }
 
+// WithListener reports whether the connection Config.Reserved holds back
+// (the realtime listener's) is open right now, for Stats.Listener.
+func WithListener(open func() bool) Option {
+	return func(p *Pool, _ *pgxpool.Config) { p.listenerOpen = open }
+}
+
 // WithObserver reports acquire waits and hold times to o.
 func WithObserver(o Observer) Option {
 	return func(p *Pool, _ *pgxpool.Config) { p.observer = o }
 }
 
 // WithTracer adds a query tracer (for example one that counts statements)
-// beside the echo logger when DB_ECHO is on.
+// beside the echo logger when DB_ECHO is on. Behind a pooler with a
+// statement timeout, statements outside transactions go as batches: a
+// tracer sees them only if it implements pgx.BatchTracer too.
 func WithTracer(t pgx.QueryTracer) Option {
 	return func(_ *Pool, c *pgxpool.Config) {
 		c.ConnConfig.Tracer = combineTracers(c.ConnConfig.Tracer, t)
@@ -122,7 +135,7 @@ func New(connString string, cfg Config, logger *slog.Logger, opts ...Option) (*P
 		fresh:  make(map[*pgx.Conn]struct{}),
 	}
 
-	pc.MaxConns = int32(cfg.MaxConnections())
+	pc.MaxConns = int32(cfg.MaxConnections() - cfg.Reserved)
 	pc.MinConns = 0
 	pc.MinIdleConns = 0
 	pc.MaxConnLifetime = max(cfg.Recycle, 0)
@@ -131,6 +144,7 @@ func New(connString string, cfg Config, logger *slog.Logger, opts ...Option) (*P
 	if cfg.ApplicationName != "" {
 		pc.ConnConfig.RuntimeParams["application_name"] = cfg.ApplicationName
 	}
+	p.timeout = applyStatementTimeout(pc, cfg)
 	if cfg.QueryExecMode != 0 {
 		pc.ConnConfig.DefaultQueryExecMode = cfg.QueryExecMode
 	}
@@ -179,16 +193,7 @@ func (p *Pool) Ping(ctx context.Context) error {
 	})
 }
 
-func (p *Pool) afterConnect(ctx context.Context, c *pgx.Conn) error {
-	if p.cfg.StatementTimeout > 0 {
-		// Set per session rather than as a startup parameter, which
-		// PgBouncer refuses. Sent on the raw connection so that it is not
-		// counted as one of an operation's statements.
-		sql := fmt.Sprintf("SET statement_timeout = %d", p.cfg.StatementTimeout.Milliseconds())
-		if _, err := c.PgConn().Exec(ctx, sql).ReadAll(); err != nil {
-			return fmt.Errorf("set statement_timeout: %w", err)
-		}
-	}
+func (p *Pool) afterConnect(_ context.Context, c *pgx.Conn) error {
 	p.opened.Add(1)
 	p.mu.Lock()
 	p.fresh[c] = struct{}{}
@@ -231,7 +236,7 @@ func (p *Pool) prepareConn(ctx context.Context, c *pgx.Conn) (bool, error) {
 func (p *Pool) afterRelease(c *pgx.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.idle) >= p.cfg.Size {
+	if size, _ := p.cfg.Lendable(); len(p.idle) >= size {
 		return false
 	}
 	p.idle[c] = struct{}{}
@@ -299,11 +304,12 @@ func (p *Pool) acquireError(ctx context.Context, err error, timedOut bool) error
 	case ctx.Err() != nil:
 		return fmt.Errorf("acquire connection: %w", context.Cause(ctx))
 	case errors.As(err, &connectErr):
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, poolerHint(err))
 	case timedOut:
 		p.timeouts.Add(1)
 		p.lastTimeout.Store(time.Now().UnixNano())
-		return &TimeoutError{Size: p.cfg.Size, MaxOverflow: p.cfg.MaxOverflow, Timeout: p.cfg.Timeout}
+		size, overflow := p.cfg.Lendable()
+		return &TimeoutError{Size: size, MaxOverflow: overflow, Timeout: p.cfg.Timeout}
 	default:
 		return fmt.Errorf("%w: acquire connection: %w", ErrUnavailable, err)
 	}

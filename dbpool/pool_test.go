@@ -402,3 +402,56 @@ func TestLeakDetectionBackground(t *testing.T) {
 		t.Errorf("leak log:\n%s", out)
 	}
 }
+
+// TestReserved: a connection reserved for the listener displaces overflow
+// first, then size; the pool never opens more than the rest of the budget,
+// and its snapshot keeps the budget as max_connections.
+func TestReserved(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		size, overflow, reserved int
+		wantSize, wantOverflow   int
+	}{
+		{3, 2, 1, 3, 1},
+		{3, 0, 1, 2, 0},
+		{2, 1, 2, 1, 0},
+		{5, 10, 0, 5, 10},
+	} {
+		c := config(tc.size, tc.overflow, time.Second)
+		c.Reserved = tc.reserved
+		if size, overflow := c.Lendable(); size != tc.wantSize || overflow != tc.wantOverflow {
+			t.Errorf("%d + %d, %d reserved: lendable %d + %d, want %d + %d", tc.size, tc.overflow, tc.reserved, size, overflow, tc.wantSize, tc.wantOverflow)
+		}
+	}
+	bad := config(1, 0, time.Second)
+	bad.Reserved = 1
+	if err := bad.Validate(); err == nil {
+		t.Error("1 + 0 with one reserved: Validate accepted a pool with no connection")
+	}
+
+	c := config(2, 1, time.Second)
+	c.Reserved = 1
+	p := newPool(t, c)
+	ctx := context.Background()
+	var scopes []*dbpool.Scope
+	for range 2 {
+		s := p.Scope()
+		defer s.Release()
+		if _, err := s.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		scopes = append(scopes, s)
+	}
+	third := p.Scope()
+	defer third.Release()
+	if _, err := third.Exec(ctx, "SELECT 1"); !errors.Is(err, dbpool.ErrPoolTimeout) {
+		t.Fatalf("third borrow with 2 + 1 and one reserved: err = %v, want ErrPoolTimeout", err)
+	}
+	if n := p.backends(t); n != 2 {
+		t.Errorf("%d backends open, want 2 (the budget of 3 less the reserved one)", n)
+	}
+	st := p.Stats()
+	if st.MaxConnections != 3 || st.Total != 2 || st.Listener != 0 {
+		t.Errorf("snapshot: max %d, total %d, listener %d; want 3, 2, 0 (no listener option)", st.MaxConnections, st.Total, st.Listener)
+	}
+}

@@ -117,19 +117,30 @@ func callerOwner(skip int) string {
 	return "background work"
 }
 
-// WithConn runs fn with a scope that is released when fn returns or panics.
-// It is for work outside GraphQL operations (startup, background jobs), so
-// that no code path holds a connection past its function.
+// WithConn runs fn with a scope that is released when fn returns or panics,
+// or as soon as ctx is done: a cancelled job gives its connection back at
+// once, even while fn is busy with something else, and its next statement
+// fails with ErrScopeReleased. It is for work outside GraphQL operations
+// (startup, background jobs), so that no code path holds a connection past
+// its function. A ctx already done runs nothing.
 func (p *Pool) WithConn(ctx context.Context, fn func(db DB) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("dbpool: %w", context.Cause(ctx))
+	}
 	s := p.NamedScope(callerOwner(1))
+	defer context.AfterFunc(ctx, s.Release)()
 	defer s.Release()
 	return fn(s)
 }
 
 // WithTx is WithConn inside a transaction: committed when fn returns nil,
-// rolled back when it returns an error or panics.
+// rolled back when it returns an error or panics, or when ctx is done.
 func (p *Pool) WithTx(ctx context.Context, fn func(db DB) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("dbpool: %w", context.Cause(ctx))
+	}
 	s := p.NamedScope(callerOwner(1))
+	defer context.AfterFunc(ctx, s.Release)()
 	defer s.Release()
 	return s.InTx(ctx, func(context.Context) error { return fn(s) })
 }
@@ -144,12 +155,6 @@ func (s *Scope) lock(ctx context.Context) error {
 }
 
 func (s *Scope) unlock() { <-s.sem }
-
-// querier is what pgxpool.Conn and pgx.Tx have in common.
-type querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
 
 // borrowLocked borrows the connection if the scope has none. s.sem is held.
 func (s *Scope) borrowLocked(ctx context.Context) error {
@@ -201,7 +206,7 @@ func (s *Scope) watchLocked(ctx context.Context) {
 }
 
 // run gives fn exclusive use of the connection (or the open transaction).
-func (s *Scope) run(ctx context.Context, fn func(q querier) error) error {
+func (s *Scope) run(ctx context.Context, fn func(db DB) error) error {
 	if err := s.lock(ctx); err != nil {
 		return err
 	}
@@ -211,17 +216,17 @@ func (s *Scope) run(ctx context.Context, fn func(q querier) error) error {
 	}
 	s.statements.Add(1)
 	if s.tx != nil {
-		return fn(s.tx)
+		return fn(conn{s.tx})
 	}
-	return fn(s.conn)
+	return fn(s.pool.timeout.on(s.conn))
 }
 
 // Exec implements DB.
 func (s *Scope) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	var tag pgconn.CommandTag
-	err := s.run(ctx, func(q querier) error {
+	err := s.run(ctx, func(db DB) error {
 		var err error
-		tag, err = q.Exec(ctx, sql, args...)
+		tag, err = db.Exec(ctx, sql, args...)
 		return err
 	})
 	return tag, err
@@ -229,13 +234,7 @@ func (s *Scope) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comma
 
 // Rows implements DB.
 func (s *Scope) Rows(ctx context.Context, sql string, args []any, read func(pgx.Rows) error) error {
-	return s.run(ctx, func(q querier) error {
-		rows, err := q.Query(ctx, sql, args...)
-		if err != nil {
-			return err
-		}
-		return readAll(rows, read)
-	})
+	return s.run(ctx, func(db DB) error { return db.Rows(ctx, sql, args, read) })
 }
 
 // readAll hands rows to read and closes them, reporting read's error or
@@ -266,7 +265,7 @@ func (s *Scope) InTx(ctx context.Context, fn func(ctx context.Context) error) (e
 		return err
 	}
 	s.statements.Add(1)
-	tx, err := s.conn.Begin(ctx)
+	tx, err := s.conn.BeginTx(ctx, s.pool.timeout.beginOptions())
 	if err != nil {
 		s.unlock()
 		return fmt.Errorf("begin transaction: %w", err)
@@ -294,6 +293,11 @@ func (s *Scope) endTx(ctx context.Context, commit bool) error {
 	defer s.unlock()
 	tx := s.tx
 	if tx == nil {
+		// Release rolled it back meanwhile (the work's context was
+		// cancelled between fn's return and the commit).
+		if commit {
+			return fmt.Errorf("commit: %w", ErrRolledBack)
+		}
 		return nil
 	}
 	s.tx = nil
@@ -329,13 +333,27 @@ func (s *Scope) Release() {
 // run SQL for a while (hashing a password, say), so that others need not
 // queue for it meanwhile; the scope's next statement borrows again. It does
 // nothing inside a transaction. The scope still never holds more than one
-// connection at a time.
+// connection at a time. A failed borrow still sticks: the rest of the same
+// unit of work fails at once.
 func (s *Scope) Yield() {
 	s.sem <- struct{}{}
 	defer s.unlock()
 	if s.tx == nil {
 		s.giveBackLocked()
 	}
+}
+
+// NextUnit ends one unit of work of a long-lived scope (an event of a
+// subscription) and begins the next: it gives the connection back, as
+// Yield does, and forgets a failed borrow, so that one event that could
+// not get a connection does not fail every later one.
+func (s *Scope) NextUnit() {
+	s.sem <- struct{}{}
+	defer s.unlock()
+	if s.tx == nil {
+		s.giveBackLocked()
+	}
+	s.failed = nil
 }
 
 // giveBackLocked returns the connection, if any. s.sem is held.

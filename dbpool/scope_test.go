@@ -336,3 +336,106 @@ func TestCancelKeepsConnection(t *testing.T) {
 		t.Errorf("cancellations cost connections: pid %d then %d, stats %+v", first, again, st)
 	}
 }
+
+// TestScopeNextUnitForgetsFailure: a long-lived scope (a subscription) whose
+// borrow failed in one unit of work borrows again in the next, instead of
+// failing every later unit at once; Yield, within one unit, keeps failing.
+func TestScopeNextUnitForgetsFailure(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(1, 0, time.Second))
+	ctx := context.Background()
+	holder := p.Scope()
+	if _, err := holder.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	s := p.Scope()
+	defer s.Release()
+	if _, err := s.Exec(ctx, "SELECT 1"); !errors.Is(err, dbpool.ErrPoolTimeout) {
+		t.Fatalf("borrow with the pool held: err = %v, want ErrPoolTimeout", err)
+	}
+	holder.Release()
+	s.Yield()
+	if _, err := s.Exec(ctx, "SELECT 1"); !errors.Is(err, dbpool.ErrPoolTimeout) {
+		t.Fatalf("after Yield, the same unit: err = %v, want the failure to stick", err)
+	}
+	s.NextUnit()
+	if _, err := s.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatalf("after NextUnit, with a free connection: %v", err)
+	}
+	s.NextUnit()
+	if st := p.Stats(); st.CheckedOut != 0 {
+		t.Errorf("NextUnit kept the connection: %+v", st)
+	}
+}
+
+// TestScopeCommitAfterRelease: a transaction that Release rolled back (the
+// operation's context was cancelled while fn ran) is reported as an error,
+// never as a commit, and nothing it wrote is stored.
+func TestScopeCommitAfterRelease(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(2, 0, 2*time.Second))
+	ctx := context.Background()
+	if err := p.WithConn(ctx, func(db dbpool.DB) error {
+		_, err := db.Exec(ctx, "CREATE TABLE commit_after_release (x int)")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s := p.Scope()
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		if _, err := s.Exec(ctx, "INSERT INTO commit_after_release VALUES (1)"); err != nil {
+			return err
+		}
+		s.Release() // what a cancelled operation's AfterFunc does
+		return nil
+	})
+	if !errors.Is(err, dbpool.ErrRolledBack) {
+		t.Fatalf("InTx after Release: err = %v, want ErrRolledBack", err)
+	}
+	var n int
+	if err := p.WithConn(ctx, func(db dbpool.DB) error {
+		return db.Rows(ctx, "SELECT count(*)::int FROM commit_after_release", nil, func(rows pgx.Rows) error {
+			var err error
+			n, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[int])
+			return err
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d rows stored by a rolled-back transaction", n)
+	}
+}
+
+// TestWithConnHonoursContext: a context already done runs nothing and
+// borrows nothing; one cancelled while fn runs gives the connection back at
+// once, and fn's next statement fails instead of borrowing again.
+func TestWithConnHonoursContext(t *testing.T) {
+	t.Parallel()
+	p := newPool(t, config(1, 0, 2*time.Second))
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	ran := false
+	err := p.WithConn(done, func(dbpool.DB) error { ran = true; return nil })
+	if !errors.Is(err, context.Canceled) || ran {
+		t.Fatalf("WithConn on a done context: err = %v, ran = %v", err, ran)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err = p.WithConn(ctx, func(db dbpool.DB) error {
+		if _, err := db.Exec(ctx, "SELECT 1"); err != nil {
+			return err
+		}
+		cancel()
+		// The connection comes back without fn returning.
+		waitFor(t, 5*time.Second, "connection returned on cancel", func() bool { return p.Stats().CheckedOut == 0 })
+		_, err := db.Exec(context.Background(), "SELECT 1")
+		return err
+	})
+	if !errors.Is(err, dbpool.ErrScopeReleased) {
+		t.Fatalf("statement after cancel: err = %v, want ErrScopeReleased", err)
+	}
+	if st := p.Stats(); st.AcquireCount != 1 {
+		t.Errorf("acquires = %d, want 1", st.AcquireCount)
+	}
+}

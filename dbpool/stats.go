@@ -43,6 +43,11 @@ type Stats struct {
 	Recycled int `json:"recycled"`
 	// Opened counts connections opened since start: churn shows here.
 	Opened int `json:"opened"`
+	// Listener is 1 while the realtime listener holds a connection to the
+	// same endpoint (Config.Reserved), else 0: Total + Listener never
+	// exceeds MaxConnections, and is what pg_stat_activity shows of this
+	// process.
+	Listener int `json:"listener"`
 }
 
 // Stats returns a snapshot of the pool. It is cheap and never blocks on a
@@ -65,6 +70,9 @@ func (p *Pool) Stats() Stats {
 		Opened:           int(p.opened.Load()),
 	}
 	s.Overflow = max(s.Total-s.PoolSize, 0)
+	if p.cfg.Reserved > 0 && p.listenerOpen != nil && p.listenerOpen() {
+		s.Listener = 1
+	}
 	if s.AcquireCount > 0 {
 		s.AvgAcquireWaitMs = float64(p.waitTotalNs.Load()) / float64(s.AcquireCount) / float64(time.Millisecond)
 	}

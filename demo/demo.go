@@ -127,8 +127,9 @@ func Seed(ctx context.Context, pool *dbpool.Pool) (bool, error) {
 			}
 			// Each author has read up to their own last message.
 			if _, err := db.Exec(ctx, `
-				UPDATE conversation_participants p SET last_read_at = m.last
-				FROM (SELECT author_id, max(created_at) AS last FROM messages WHERE conversation_id = $1 GROUP BY author_id) m
+				UPDATE conversation_participants p SET last_read_at = m.last, last_read_seq = m.seq
+				FROM (SELECT author_id, max(created_at) AS last, max(seq) AS seq
+				      FROM messages WHERE conversation_id = $1 GROUP BY author_id) m
 				WHERE p.conversation_id = $1 AND p.user_id = m.author_id`, convID); err != nil {
 				return fmt.Errorf("mark read: %w", err)
 			}

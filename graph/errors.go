@@ -30,6 +30,9 @@ const (
 	CodeUnavailable     = "DB_UNAVAILABLE"
 	CodeDBTimeout       = "DB_TIMEOUT"
 	CodeInternal        = "INTERNAL"
+	// CodeRealtimeDisabled answers messageAdded on a server run with
+	// REALTIME=off.
+	CodeRealtimeDisabled = "REALTIME_DISABLED"
 )
 
 // errSignInRequired is returned where a viewer is needed and none signed in.
@@ -42,6 +45,8 @@ func classify(err error) (code, message string) {
 	switch {
 	case errors.As(err, &input):
 		return CodeBadUserInput, input.Error()
+	case errors.Is(err, errNoRealtime):
+		return CodeRealtimeDisabled, "this server does not deliver messageAdded (REALTIME=off); poll the messages query instead"
 	case errors.Is(err, chat.ErrNotFound):
 		return CodeNotFound, "not found"
 	case errors.Is(err, chat.ErrConflict):

@@ -109,6 +109,7 @@ type ComplexityRoot struct {
 		CheckedIn        func(childComplexity int) int
 		CheckedOut       func(childComplexity int) int
 		Invalid          func(childComplexity int) int
+		Listener         func(childComplexity int) int
 		MaxAcquireWaitMs func(childComplexity int) int
 		MaxConnections   func(childComplexity int) int
 		MaxOverflow      func(childComplexity int) int
@@ -475,6 +476,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PoolStatus.Invalid(childComplexity), true
+	case "PoolStatus.listener":
+		if e.ComplexityRoot.PoolStatus.Listener == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PoolStatus.Listener(childComplexity), true
 	case "PoolStatus.maxAcquireWaitMs":
 		if e.ComplexityRoot.PoolStatus.MaxAcquireWaitMs == nil {
 			break
@@ -955,7 +962,8 @@ type PageInfo {
 
 """
 The state of the bounded database connection pool. Sizes follow SQLAlchemy's QueuePool:
-at most poolSize + maxOverflow connections are ever open.
+at most poolSize + maxOverflow connections are ever open, the realtime listener's included
+when it connects to the same database endpoint (total + listener <= maxConnections).
 """
 type PoolStatus {
   "ok (nobody waiting), busy (an acquire is waiting right now) or exhausted (an acquire timed out in the last 60 s)."
@@ -964,7 +972,7 @@ type PoolStatus {
   poolSize: Int!
   "Extra connections allowed under load, closed again when returned (DB_MAX_OVERFLOW)."
   maxOverflow: Int!
-  "The hard cap: poolSize + maxOverflow."
+  "The budget: poolSize + maxOverflow, for the pool and the realtime listener together."
   maxConnections: Int!
   "Connections borrowed right now."
   checkedOut: Int!
@@ -990,6 +998,8 @@ type PoolStatus {
   recycled: Int!
   "Connections opened since start; a number that keeps growing means churn."
   opened: Int!
+  "1 while the realtime listener holds a connection of this budget (same endpoint), else 0."
+  listener: Int!
 }
 `, BuiltIn: false},
 }
@@ -1137,6 +1147,8 @@ func (ec *executionContext) childFields_PoolStatus(ctx context.Context, field gr
 		return ec.fieldContext_PoolStatus_recycled(ctx, field)
 	case "opened":
 		return ec.fieldContext_PoolStatus_opened(ctx, field)
+	case "listener":
+		return ec.fieldContext_PoolStatus_listener(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PoolStatus", field.Name)
 }
@@ -2962,6 +2974,29 @@ func (ec *executionContext) _PoolStatus_opened(ctx context.Context, field graphq
 	)
 }
 func (ec *executionContext) fieldContext_PoolStatus_opened(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PoolStatus", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PoolStatus_listener(ctx context.Context, field graphql.CollectedField, obj *dbpool.Stats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PoolStatus_listener(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Listener, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PoolStatus_listener(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("PoolStatus", field, false, false, "Int")
 }
 
@@ -5236,6 +5271,11 @@ func (ec *executionContext) _PoolStatus(ctx context.Context, sel ast.SelectionSe
 			}
 		case "opened":
 			out.Values[i] = ec._PoolStatus_opened(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "listener":
+			out.Values[i] = ec._PoolStatus_listener(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"errors"
 	"math"
 	"net/http"
 	"strconv"
@@ -99,7 +100,7 @@ func NewHandler(opts Options) http.Handler {
 	if opts.FieldMiddleware != nil {
 		srv.AroundFields(opts.FieldMiddleware)
 	}
-	return web.Wrap(srv, web.Options{
+	return web.Wrap(withUpgradeAuthorization(srv), web.Options{
 		AllowedOrigins:   opts.AllowedOrigins,
 		Streams:          opts.Streams,
 		ForbiddenCode:    CodeForbidden,
@@ -111,31 +112,75 @@ func NewHandler(opts Options) http.Handler {
 // Authorization the server refuses.
 const CloseForbidden = 4403
 
-// wsInit checks the Authorization of a websocket's connection_init payload
-// (browsers cannot set headers on a websocket): a bad token closes the
-// socket with CloseForbidden before any operation runs, and so does a good
-// one when it expires; none at all is allowed (poolStatus needs no
-// sign-in), and operations see the payload through newOperation. The returned ctx is never nil: gqlgen panics on a
-// nil ctx returned with an error.
+// upgradeAuthorizationKey carries the Authorization header of a websocket's
+// upgrade request to wsInit, which decides the socket's one identity.
+type upgradeAuthorizationKey struct{}
+
+func withUpgradeAuthorization(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			r = r.WithContext(context.WithValue(r.Context(), upgradeAuthorizationKey{}, r.Header.Get("Authorization")))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// socketIdentity is who a websocket is signed in as, decided once by wsInit
+// for all of the socket's operations.
+type socketIdentity struct {
+	identity    auth.Identity
+	hasIdentity bool
+}
+
+type socketIdentityKey struct{}
+
+// errTwoIdentities refuses a socket whose two tokens name different users.
+var errTwoIdentities = errors.New("the connection_init payload and the upgrade request are signed in as different users")
+
+// wsInit decides who a websocket is signed in as, once: the token in the
+// connection_init payload when there is one (browsers cannot set headers
+// on a websocket), else the upgrade request's Authorization header. A token
+// that does not verify, or two tokens naming different users, close the
+// socket with CloseForbidden before any operation runs; so does the chosen
+// token's expiry, so that no subscription outlives its sign-in (clients
+// reconnect with a fresh token). No token at all is allowed (poolStatus
+// needs no sign-in). Operations take the identity from the connection
+// context (newOperation). The returned ctx is never nil: gqlgen panics on
+// a nil ctx returned with an error.
 func wsInit(opts Options) transport.WebsocketInitFunc {
+	verify := func(header string) (id auth.Identity, ok bool, err error) {
+		raw, ok, err := auth.FromHeader(header)
+		if err != nil || !ok {
+			return auth.Identity{}, false, err
+		}
+		id, err = opts.Tokens.Verify(raw)
+		return id, err == nil, err
+	}
 	return func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
-		raw, ok, err := auth.FromHeader(p.Authorization())
-		var id auth.Identity
-		if err == nil && ok {
-			id, err = opts.Tokens.Verify(raw)
+		upgradeHeader, _ := ctx.Value(upgradeAuthorizationKey{}).(string)
+		payloadID, inPayload, err := verify(p.Authorization())
+		var upgradeID auth.Identity
+		var inUpgrade bool
+		if err == nil {
+			upgradeID, inUpgrade, err = verify(upgradeHeader)
+		}
+		reason := "invalid or expired access token"
+		if err == nil && inPayload && inUpgrade && payloadID.UserID != upgradeID.UserID {
+			err, reason = errTwoIdentities, "two different users in one connection"
 		}
 		if err != nil {
 			ctx = transport.WithWebsocketCloseCode(ctx, CloseForbidden)
-			ctx = transport.AppendCloseReason(ctx, "invalid or expired access token")
+			ctx = transport.AppendCloseReason(ctx, reason)
 			return ctx, nil, err
 		}
-		// The token signed the socket in: when it expires the socket is
-		// closed, so that a subscription outlives no sign-in. Clients
-		// reconnect with a fresh token.
-		if !id.ExpiresAt.IsZero() {
-			_ = web.CloseSocketAt(ctx, id.ExpiresAt, CloseForbidden, "access token expired")
+		who := socketIdentity{identity: payloadID, hasIdentity: inPayload}
+		if !inPayload {
+			who = socketIdentity{identity: upgradeID, hasIdentity: inUpgrade}
 		}
-		return ctx, nil, nil
+		if who.hasIdentity && !who.identity.ExpiresAt.IsZero() {
+			_ = web.CloseSocketAt(ctx, who.identity.ExpiresAt, CloseForbidden, "access token expired")
+		}
+		return context.WithValue(ctx, socketIdentityKey{}, who), nil, nil
 	}
 }
 

@@ -69,7 +69,7 @@ func pageKey(conversationID string, first *int, after *string) (chat.PageKey, er
 		return chat.PageKey{}, err
 	}
 	a := deref(after, "")
-	if err := chat.ValidateCursor("after", a); err != nil {
+	if err := chat.ValidateMessageCursor("after", a); err != nil {
 		return chat.PageKey{}, err
 	}
 	return chat.PageKey{ConversationID: conversationID, First: n, After: a}, nil

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
-	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 
 	"chatql/auth"
@@ -25,8 +24,8 @@ type operation struct {
 	scope   *dbpool.Scope
 	loaders *loaders
 
-	// identity is what the Authorization header (or websocket init
-	// payload) proved, if anything;
+	// identity is what the Authorization header (or for a websocket, the
+	// token wsInit chose) proved, if anything;
 	// tokenErr is why it proved nothing. Neither needed the database.
 	identity    auth.Identity
 	hasIdentity bool
@@ -110,7 +109,8 @@ func (h *handlerState) aroundOperations(ctx context.Context, next graphql.Operat
 // subscriptionEvent produces one event of a subscription. The scope lives
 // as long as the subscription, but never keeps a connection between events:
 // what an event's fields borrowed goes back as soon as the event is produced
-// (Yield), and every event gets loaders of its own, so it reads fresh data
+// (NextUnit, which also forgets a failed borrow: the next event tries
+// again), and every event gets loaders of its own, so it reads fresh data
 // and a long subscription accumulates nothing. The end of the stream (nil) or a panic releases the scope for
 // good, through end; a subscription stopped between events is released by
 // the context's AfterFunc. A subscription resolver's own goroutine must not
@@ -121,7 +121,7 @@ func (h *handlerState) subscriptionEvent(ctx context.Context, op *operation, res
 		if ended {
 			end()
 		} else {
-			op.scope.Yield()
+			op.scope.NextUnit()
 		}
 	}()
 	resp := responses(ctx)
@@ -174,13 +174,11 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func (h *handlerState) newOperation(ctx context.Context, opCtx *graphql.OperationContext) *operation {
 	op := &operation{scope: h.opts.Pool.NamedScope(operationLabel(opCtx))}
 	op.loaders = newLoaders(op)
-	// An HTTP request's header, or a websocket's connection_init payload
-	// (browsers cannot set headers on a websocket; wsInit checked it).
-	header := opCtx.Headers.Get("Authorization")
-	if p := transport.GetInitPayload(ctx); header == "" && p != nil {
-		header = p.Authorization()
-	}
-	if raw, ok, err := auth.FromHeader(header); err != nil {
+	// A websocket's operations run as the one identity wsInit decided; an
+	// HTTP request's, as its Authorization header says.
+	if who, ok := ctx.Value(socketIdentityKey{}).(socketIdentity); ok {
+		op.identity, op.hasIdentity = who.identity, who.hasIdentity
+	} else if raw, ok, err := auth.FromHeader(opCtx.Headers.Get("Authorization")); err != nil {
 		op.tokenErr = err
 	} else if ok {
 		op.identity, op.tokenErr = h.opts.Tokens.Verify(raw)

@@ -44,7 +44,7 @@ func prefetchConversations(ctx context.Context, convs []chat.Conversation, field
 			args := f.ArgumentMap(vars)
 			first, ok := intArg(args["first"])
 			after, _ := args["after"].(string)
-			if !ok || chat.ValidateCursor("after", after) != nil {
+			if !ok || chat.ValidateMessageCursor("after", after) != nil {
 				continue
 			}
 			if _, err := chat.PageSize("first", first); err != nil {

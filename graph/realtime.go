@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/99designs/gqlgen/graphql/handler/transport"
@@ -23,98 +24,152 @@ const CodeTooSlow = "SUBSCRIPTION_TOO_SLOW"
 // errNoRealtime is what messageAdded answers on a server without a hub.
 var errNoRealtime = errors.New("graph: realtime updates are not enabled")
 
-// announcements loads each announced message once for all the subscribers
-// of its conversation in this process: a message to a conversation with a
-// thousand subscribers here costs one statement on one briefly borrowed
-// connection, not a thousand borrows queueing for the pool at once. The
-// first subscriber to ask loads it; the others wait for that load, or find
-// it among the recent ones (messages never change once sent).
+// announcedBatch is the most messages one load brings: a subscriber that is
+// behind catches up a statement per announcedBatch messages, however many
+// were announced meanwhile.
+const announcedBatch = chat.MaxPageSize
+
+// announcements loads announced messages once for all the subscribers of
+// their conversation in this process, a run at a time: the messages after
+// the last one a subscriber delivered, up to announcedBatch of them, in one
+// statement on one briefly borrowed connection. Subscribers at the same
+// place share the load; the others, and the late, find the messages among
+// the ones loaded recently (messages never change once sent).
 type announcements struct {
 	pool   *dbpool.Pool
 	flight singleflight.Group
 
-	mu     sync.Mutex
-	recent map[string]announced
-	order  []string // recent's keys, oldest first
+	mu   sync.Mutex
+	runs map[string][]announced // by conversation: its latest loaded messages, consecutive
+	// order lists runs' keys, the least recently loaded first; size counts
+	// the messages in runs, at most recentMessages but for the newest run.
+	order []string
+	size  int
 }
 
-// recentAnnouncements is how many loaded messages are kept for subscribers
-// that come to them late (their previous event still being written).
-const recentAnnouncements = 256
+// recentMessages bounds the messages announcements keeps, across
+// conversations; a run keeps at most announcedBatch. A subscriber further
+// behind loads what it needs again.
+const recentMessages = 1024
 
+// announced is a loaded message with the participants of its conversation
+// at the time it was loaded.
 type announced struct {
 	msg          chat.Message
 	participants []string
 }
 
 func newAnnouncements(pool *dbpool.Pool) *announcements {
-	return &announcements{pool: pool, recent: map[string]announced{}}
+	return &announcements{pool: pool, runs: map[string][]announced{}}
 }
 
-// load returns message id as viewer sees it: chat.ErrNotFound unless the
-// viewer takes part in its conversation.
-func (a *announcements) load(ctx context.Context, id, viewer string) (chat.Message, error) {
-	a.mu.Lock()
-	got, ok := a.recent[id]
-	a.mu.Unlock()
-	if !ok {
-		// Shared by every subscriber waiting for it: one that leaves must
-		// not fail the load for the rest.
-		ch := a.flight.DoChan(id, func() (any, error) {
-			var an announced
-			lctx := context.WithoutCancel(ctx)
-			err := a.pool.WithConn(lctx, func(db dbpool.DB) error {
-				var err error
-				an.msg, an.participants, err = chat.AnnouncedMessage(lctx, db, id)
-				return err
-			})
-			if err == nil {
-				a.remember(id, an)
-			}
-			return an, err
-		})
-		select {
-		case r := <-ch:
-			if r.Err != nil {
-				return chat.Message{}, r.Err
-			}
-			got = r.Val.(announced)
-		case <-ctx.Done():
-			return chat.Message{}, ctx.Err()
+// load sends on the returned channel the messages of conversation conv
+// after seq after, oldest first, at most announcedBatch, for any viewer
+// (the caller checks its viewer against each one's participants). None
+// means there are none. The caller may go on with other work meanwhile:
+// the load goes on, for the others sharing it, if the caller leaves.
+func (a *announcements) load(ctx context.Context, conv string, after int64) <-chan singleflight.Result {
+	if got := a.cached(conv, after); got != nil {
+		ch := make(chan singleflight.Result, 1)
+		ch <- singleflight.Result{Val: got}
+		return ch
+	}
+	return a.flight.DoChan(conv+"/"+strconv.FormatInt(after, 10), func() (any, error) {
+		// Loaded by another flight that ended while this one was starting?
+		if got := a.cached(conv, after); got != nil {
+			return got, nil
 		}
-	}
-	if !slices.Contains(got.participants, viewer) {
-		return chat.Message{}, fmt.Errorf("message %s: %w", id, chat.ErrNotFound)
-	}
-	return got.msg, nil
+		var an chat.Announced
+		lctx := context.WithoutCancel(ctx)
+		err := a.pool.WithConn(lctx, func(db dbpool.DB) error {
+			var err error
+			an, err = chat.AnnouncedMessages(lctx, db, conv, after, announcedBatch)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		got := make([]announced, len(an.Messages))
+		for i, m := range an.Messages {
+			got[i] = announced{msg: m, participants: an.Participants}
+		}
+		a.remember(conv, got)
+		return got, nil
+	})
 }
 
-func (a *announcements) remember(id string, an announced) {
+// cached returns the remembered messages of conv after seq after, nil
+// unless the next one is among them.
+func (a *announcements) cached(conv string, after int64) []announced {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.recent[id]; ok {
+	run := a.runs[conv]
+	if len(run) == 0 {
+		return nil
+	}
+	i := after + 1 - run[0].msg.Seq
+	if i < 0 || i >= int64(len(run)) {
+		return nil
+	}
+	// Elements of a run are never changed, only added after its end, so
+	// the caller may keep this slice.
+	return run[i:min(int64(len(run)), i+announcedBatch)]
+}
+
+// remember adds got to the run of conv: after its end when it continues
+// it, in its place otherwise.
+func (a *announcements) remember(conv string, got []announced) {
+	if len(got) == 0 {
 		return
 	}
-	a.recent[id] = an
-	a.order = append(a.order, id)
-	if len(a.order) > recentAnnouncements {
-		delete(a.recent, a.order[0])
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.runs[conv]
+	run := got
+	if n := len(old); n > 0 && old[0].msg.Seq <= got[0].msg.Seq && got[0].msg.Seq <= old[n-1].msg.Seq+1 {
+		// Appending writes past the end only: slices of the run handed
+		// out before keep what they hold.
+		run = old
+		for _, an := range got {
+			if an.msg.Seq == run[len(run)-1].msg.Seq+1 {
+				run = append(run, an)
+			}
+		}
+	}
+	run = run[max(0, len(run)-announcedBatch):]
+	a.size += len(run) - len(old)
+	a.runs[conv] = run
+	a.order = append(slices.DeleteFunc(a.order, func(c string) bool { return c == conv }), conv)
+	for a.size > recentMessages && len(a.order) > 1 {
+		a.size -= len(a.runs[a.order[0]])
+		delete(a.runs, a.order[0])
 		a.order = a.order[1:]
 	}
 }
 
-// streamMessages sends the messages sub announces on the returned channel,
-// each loaded through announcements, whose connection is given back before
-// the message is handed over: no connection is held between events. It ends
-// (closing the channel) when ctx is done or sub closes; an ending the client
-// should know about is added as a subscription error.
-func streamMessages(ctx context.Context, messages *announcements, sub *realtime.Subscription, viewer string) <-chan *chat.Message {
+// streamMessages sends the messages of conversation conv after seq after
+// on the returned channel, in their order, with none missing: each event
+// of sub says how far the conversation has got, and the messages up to
+// there are loaded through announcements, whose connection is given back
+// before they are handed over: no connection is held between events.
+// While a load runs, events go on being taken: a subscriber waiting on
+// the database never falls behind; only one whose client does not take
+// what it is sent does, and is dropped. The stream ends (closing the
+// channel) when ctx is done or sub closes; an ending the client should
+// know about is added as a subscription error.
+func streamMessages(ctx context.Context, messages *announcements, sub *realtime.Subscription, conv, viewer string, after int64) <-chan *chat.Message {
 	out := make(chan *chat.Message)
 	go func() {
 		defer close(out)
 		defer sub.Close()
+		// latest is how far the conversation is known to have got.
+		latest := max(after, sub.Announced)
+		var loading <-chan singleflight.Result
 		for {
-			var ev *realtime.Event
+			if loading == nil && latest > after {
+				loading = messages.load(ctx, conv, after)
+			}
+			var run []announced
 			select {
 			case <-ctx.Done():
 				return
@@ -130,31 +185,48 @@ func streamMessages(ctx context.Context, messages *announcements, sub *realtime.
 					}
 					return
 				}
-				ev = e
-			}
-			msg, err := messages.load(ctx, ev.ID, viewer)
-			if err != nil {
-				if ctx.Err() != nil {
+				if e.Seq == 0 {
+					// An event without a seq says only that there is more.
+					latest = max(latest, after+1)
+				}
+				latest = max(latest, e.Seq)
+				continue
+			case r := <-loading:
+				loading = nil
+				if r.Err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					// The database failed: the stream cannot go on complete.
+					endWithCause(ctx, r.Err)
 					return
 				}
-				// Removed from the conversation, or the database failed:
-				// either way the stream cannot go on complete.
-				code, message := classify(err)
-				endWithError(ctx, &gqlerror.Error{Message: message, Extensions: map[string]any{"code": code}})
-				return
-			}
-			select {
-			case out <- &msg:
-			case <-ctx.Done():
-				return
-			case <-sub.Done():
-				// Dropped (or the hub stopped) while the client was not
-				// taking this one: a dropped client learns it now, not
-				// after its socket drains.
-				if sub.Dropped() {
-					tooSlow(ctx)
+				if run = r.Val.([]announced); len(run) == 0 {
+					latest = after // announced, yet gone: nothing to wait for
+					continue
 				}
-				return
+			}
+			for _, an := range run {
+				if !slices.Contains(an.participants, viewer) {
+					// No longer among the participants: no more of it.
+					endWithCause(ctx, fmt.Errorf("message %s: %w", an.msg.ID, chat.ErrNotFound))
+					return
+				}
+				msg := an.msg
+				select {
+				case out <- &msg:
+				case <-ctx.Done():
+					return
+				case <-sub.Done():
+					// Dropped (or the hub stopped) while the client was not
+					// taking this one: a dropped client learns it now, not
+					// after its socket drains.
+					if sub.Dropped() {
+						tooSlow(ctx)
+					}
+					return
+				}
+				after = msg.Seq
 			}
 		}
 	}()
@@ -175,6 +247,12 @@ func tooSlow(ctx context.Context) {
 		Extensions: map[string]any{"code": CodeTooSlow},
 	})
 	_ = web.CloseSocket(ctx, web.CloseTryAgainLater, tooSlowReason)
+}
+
+// endWithCause ends a stream with err, presented as the API presents it.
+func endWithCause(ctx context.Context, err error) {
+	code, message := classify(err)
+	endWithError(ctx, &gqlerror.Error{Message: message, Extensions: map[string]any{"code": code}})
 }
 
 // endWithError reports why a subscription stream is ending, where the

@@ -42,6 +42,10 @@ func (r *conversationResolver) UnreadCount(ctx context.Context, obj *chat.Conver
 }
 
 func (r *messageResolver) Conversation(ctx context.Context, obj *chat.Message) (*chat.Conversation, error) {
+	if obj.Conversation != nil {
+		// Loaded with the message (messageAdded), for participants only.
+		return obj.Conversation, nil
+	}
 	return loadConversation(ctx, obj.ConversationID)
 }
 
@@ -231,6 +235,9 @@ func (r *subscriptionResolver) PoolStatus(ctx context.Context, intervalMs *int) 
 }
 
 func (r *subscriptionResolver) MessageAdded(ctx context.Context, conversationID string) (<-chan *chat.Message, error) {
+	if r.opts.Hub == nil {
+		return nil, errNoRealtime
+	}
 	convID, err := chat.ParseID("conversationId", conversationID)
 	if err != nil {
 		return nil, err
@@ -239,16 +246,17 @@ func (r *subscriptionResolver) MessageAdded(ctx context.Context, conversationID 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := loadConversation(ctx, convID); err != nil {
+	conv, err := loadConversation(ctx, convID)
+	if err != nil {
 		return nil, err
-	}
-	if r.opts.Hub == nil {
-		return nil, errNoRealtime
 	}
 	// The checks above borrowed a connection on the operation's scope:
 	// give it back now, not at the first event, which may be hours away.
 	operationFrom(ctx).scope.Yield()
-	return streamMessages(ctx, r.messages, r.opts.Hub.Subscribe(convID), viewer.ID), nil
+	// The stream starts after the last message the check saw; what was
+	// committed since is announced, before the subscription (the hub says
+	// how far) or after it.
+	return streamMessages(ctx, r.messages, r.opts.Hub.Subscribe(convID), convID, viewer.ID, conv.LastSeq), nil
 }
 
 func (r *userResolver) Email(ctx context.Context, obj *chat.User) (*string, error) {

@@ -126,6 +126,9 @@ func Seed(ctx context.Context, conn *pgx.Conn, ds DataSet) ([]string, error) {
 		 WHERE m.conversation_id = c.id`,
 		`UPDATE conversation_participants p SET last_read_at = c.created_at + (c.last_message_at - c.created_at) / 2
 		 FROM conversations c WHERE c.id = p.conversation_id AND c.last_message_at IS NOT NULL`,
+		`UPDATE conversation_participants p SET last_read_seq = coalesce(
+		     (SELECT max(m.seq) FROM messages m WHERE m.conversation_id = p.conversation_id AND m.created_at <= p.last_read_at), 0)
+		 WHERE p.last_read_at IS NOT NULL`,
 	} {
 		if _, err := tx.Exec(ctx, sql); err != nil {
 			return nil, fmt.Errorf("derive activity: %w", err)

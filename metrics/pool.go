@@ -16,7 +16,8 @@ var (
 	descCheckedOut = prometheus.NewDesc("chatql_db_connections_checked_out", "Connections borrowed right now.", nil, nil)
 	descIdle       = prometheus.NewDesc("chatql_db_connections_idle", "Idle connections.", nil, nil)
 	descTotal      = prometheus.NewDesc("chatql_db_connections_total", "Open connections, including ones being opened.", nil, nil)
-	descMax        = prometheus.NewDesc("chatql_db_connections_max", "The hard cap: DB_POOL_SIZE + DB_MAX_OVERFLOW.", nil, nil)
+	descMax        = prometheus.NewDesc("chatql_db_connections_max", "The budget: DB_POOL_SIZE + DB_MAX_OVERFLOW, for the pool and the listener together.", nil, nil)
+	descListener   = prometheus.NewDesc("chatql_db_listener_connections", "1 while the realtime listener holds a connection of the same budget, else 0.", nil, nil)
 	descWaiting    = prometheus.NewDesc("chatql_db_acquires_waiting", "Acquires in progress right now.", nil, nil)
 	descAcquires   = prometheus.NewDesc("chatql_db_acquires_total", "Connections handed out.", nil, nil)
 	descTimeouts   = prometheus.NewDesc("chatql_db_acquire_timeouts_total", "Acquires that hit DB_POOL_TIMEOUT.", nil, nil)
@@ -26,7 +27,7 @@ var (
 )
 
 func (poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCheckedOut, descIdle, descTotal, descMax, descWaiting,
+	for _, d := range []*prometheus.Desc{descCheckedOut, descIdle, descTotal, descMax, descListener, descWaiting,
 		descAcquires, descTimeouts, descInvalid, descRecycled, descOpened} {
 		ch <- d
 	}
@@ -44,6 +45,7 @@ func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descIdle, s.CheckedIn)
 	gauge(descTotal, s.Total)
 	gauge(descMax, s.MaxConnections)
+	gauge(descListener, s.Listener)
 	gauge(descWaiting, s.Waiting)
 	counter(descAcquires, s.AcquireCount)
 	counter(descTimeouts, s.Timeouts)

@@ -66,7 +66,7 @@ func TestSchema(t *testing.T) {
 	if _, err := conn.Exec(ctx, "INSERT INTO users (email, display_name) VALUES ('x@example.com', '')"); err == nil {
 		t.Error("an empty display name was accepted")
 	}
-	for _, idx := range []string{"conversation_participants_user_idx", "messages_conversation_created_idx", "users_email_lower_idx"} {
+	for _, idx := range []string{"conversation_participants_user_idx", "messages_conversation_seq_key", "users_email_lower_idx"} {
 		var n int
 		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_indexes WHERE indexname = $1", idx).Scan(&n); err != nil || n != 1 {
 			t.Errorf("index %s missing (%v)", idx, err)

@@ -26,7 +26,9 @@ import (
 const Channel = "chatql_messages"
 
 // BufferSize is how many events a subscriber may fall behind before it is
-// dropped: a slow subscriber never holds up the others.
+// dropped: a slow subscriber never holds up the others. Events are small
+// (ids and a seq), so a consumer can take them while it waits on other
+// work and fall behind only when its own client does not keep up.
 const BufferSize = 64
 
 // Reconnect backoff: the first retry is quick (a restarted server or a
@@ -36,20 +38,22 @@ const (
 	maxBackoff = 5 * time.Second
 )
 
-// recentIDs is how many announced message ids are remembered to drop the
-// duplicates a catch-up after a reconnect and a late notification produce.
-const recentIDs = 4096
-
-// catchUpMargin widens the catch-up window back in time: a message's
-// created_at is its transaction's start, so a message committed just after
-// a later-started one may carry an earlier time. Duplicates are dropped.
-const catchUpMargin = time.Second
+// recentConversations is how many conversations the hub remembers the
+// latest announced seq of: to drop the duplicates and stale events a
+// catch-up after a reconnect and a late notification produce, to start the
+// catch-up from, and to tell a new subscriber what was announced before it.
+const recentConversations = 4096
 
 // Event announces one committed message. It is the NOTIFY payload.
 type Event struct {
-	ID             string    `json:"id"`
-	ConversationID string    `json:"conversationId"`
-	CreatedAt      time.Time `json:"createdAt"`
+	ID             string `json:"id"`
+	ConversationID string `json:"conversationId"`
+	// Seq is the message's place in its conversation: a conversation's
+	// messages are committed, and so announced, in Seq order. An event
+	// says that the conversation has messages up to Seq; 0 (a sender that
+	// did not give one) says only that it has new ones.
+	Seq       int64     `json:"seq"`
+	CreatedAt time.Time `json:"createdAt"`
 }
 
 // Announce tells every listener of the database about e. NOTIFY is
@@ -67,10 +71,12 @@ func Announce(ctx context.Context, db dbpool.DB, e Event) error {
 	return nil
 }
 
-// MissedFunc lists the events of conversations committed at or after
-// since, oldest first, on db (the listener's connection). The hub calls it
-// after a reconnect, for the conversations it has subscribers of.
-type MissedFunc func(ctx context.Context, db dbpool.DB, conversations []string, since time.Time) ([]Event, error)
+// MissedFunc returns, on db (the listener's connection), an event for the
+// newest message of each conversation in after whose messages went past
+// the seq given (0: any). The hub calls it after a reconnect, for the
+// conversations it has subscribers of, with the last seq it announced of
+// each; subscribers load the messages in between themselves.
+type MissedFunc func(ctx context.Context, db dbpool.DB, after map[string]int64) ([]Event, error)
 
 // Options configure a Hub.
 type Options struct {
@@ -95,11 +101,10 @@ type Hub struct {
 	mu      sync.Mutex
 	subs    map[string]map[*Subscription]struct{} // by conversation id
 	stopped bool
-	// watermark is the latest database time known to precede a gap: the
-	// time LISTEN began, or the newest announced message's created_at.
-	watermark time.Time
-	recent    map[string]struct{}
-	order     []string // recent, oldest first, as a ring of at most recentIDs
+	// latest is the highest seq announced per conversation, for at most
+	// recentConversations of them; heard lists its keys, oldest first.
+	latest    map[string]int64
+	heard     []string
 	connected chan struct{}
 	pid       uint32
 	stats     Stats // counters only; Subscribers and Listening are computed
@@ -134,7 +139,7 @@ func New(opts Options) (*Hub, error) {
 	return &Hub{
 		opts: opts, cfg: cfg, logger: opts.Logger,
 		subs:      map[string]map[*Subscription]struct{}{},
-		recent:    map[string]struct{}{},
+		latest:    map[string]int64{},
 		connected: make(chan struct{}),
 	}, nil
 }
@@ -144,6 +149,11 @@ func New(opts Options) (*Hub, error) {
 // events behind (Dropped then reports true).
 type Subscription struct {
 	C <-chan *Event
+	// Announced is the seq of the conversation's newest message this hub
+	// had announced when the subscription began (0: none it remembers).
+	// Messages up to it do not arrive on C: a subscriber whose view of the
+	// conversation is older loads them itself.
+	Announced int64
 
 	c       chan *Event
 	done    chan struct{} // closed with c, but never read from
@@ -162,6 +172,7 @@ func (h *Hub) Subscribe(conversationID string) *Subscription {
 	s := &Subscription{C: c, c: c, done: make(chan struct{}), hub: h, conv: conversationID}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	s.Announced = h.latest[conversationID]
 	if h.stopped {
 		s.closed = true
 		close(c)
@@ -294,19 +305,12 @@ func (h *Hub) listen(ctx context.Context, catchUp bool, ok func()) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{Channel}.Sanitize()); err != nil {
 		return err
 	}
-	var since time.Time
-	if err := conn.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&since); err != nil {
-		return err
-	}
 	if catchUp {
 		if err := h.catchUp(ctx, conn); err != nil {
 			return fmt.Errorf("catch up: %w", err)
 		}
 	}
 	h.mu.Lock()
-	if since.After(h.watermark) {
-		h.watermark = since
-	}
 	if h.pid != 0 {
 		h.stats.Reconnects++
 	}
@@ -331,21 +335,21 @@ func (h *Hub) listen(ctx context.Context, catchUp bool, ok func()) error {
 	}
 }
 
-// catchUp announces the messages of subscribed conversations committed
-// since the watermark, in order; those already announced are skipped.
+// catchUp announces, for each subscribed conversation with messages past
+// the last seq announced of it, its newest message. It runs after LISTEN,
+// so what commits meanwhile is announced as well, possibly twice; the
+// duplicate is dropped.
 func (h *Hub) catchUp(ctx context.Context, conn *pgx.Conn) error {
 	h.mu.Lock()
-	convs := make([]string, 0, len(h.subs))
+	after := make(map[string]int64, len(h.subs))
 	for id := range h.subs {
-		convs = append(convs, id)
+		after[id] = h.latest[id]
 	}
-	watermark := h.watermark
 	h.mu.Unlock()
-	since := watermark.Add(-catchUpMargin)
-	if len(convs) == 0 || watermark.IsZero() || h.opts.Missed == nil {
+	if len(after) == 0 || h.opts.Missed == nil {
 		return nil
 	}
-	events, err := h.opts.Missed(ctx, dbpool.Conn(conn), convs, since)
+	events, err := h.opts.Missed(ctx, dbpool.Conn(conn), after)
 	if err != nil {
 		return err
 	}
@@ -353,28 +357,31 @@ func (h *Hub) catchUp(ctx context.Context, conn *pgx.Conn) error {
 		h.deliver(e)
 	}
 	if len(events) > 0 {
-		h.logger.Info("realtime listener caught up", "conversations", len(convs), "messages", len(events))
+		h.logger.Info("realtime listener caught up", "conversations", len(after), "behind", len(events))
 	}
 	return nil
 }
 
 // deliver fans ev out without blocking: a subscriber whose buffer is full is
-// dropped. An id announced before is skipped.
+// dropped. An event at or below the seq last announced of its conversation
+// is skipped.
 func (h *Hub) deliver(ev Event) {
 	e := &ev
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, seen := h.recent[e.ID]; seen {
-		return
-	}
-	h.recent[e.ID] = struct{}{}
-	h.order = append(h.order, e.ID)
-	if len(h.order) > recentIDs {
-		delete(h.recent, h.order[0])
-		h.order = h.order[1:]
-	}
-	if e.CreatedAt.After(h.watermark) {
-		h.watermark = e.CreatedAt
+	if e.Seq > 0 {
+		last, known := h.latest[e.ConversationID]
+		if known && e.Seq <= last {
+			return
+		}
+		if !known {
+			h.heard = append(h.heard, e.ConversationID)
+			if len(h.heard) > recentConversations {
+				delete(h.latest, h.heard[0])
+				h.heard = h.heard[1:]
+			}
+		}
+		h.latest[e.ConversationID] = e.Seq
 	}
 	h.stats.Notifications++
 	for s := range h.subs[e.ConversationID] {
