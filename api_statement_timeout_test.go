@@ -20,6 +20,7 @@ import (
 // afterwards another client of the pooler sees the server's own
 // statement_timeout on the server connections chatql used.
 func TestPoolerTransactionModeStatementTimeout(t *testing.T) {
+	skipInShort(t, "load through PgBouncer")
 	t.Parallel()
 	b := startPooler(t, "transaction", 50, 2)
 	a := newAPI(t, func(o *apiOptions) {
