@@ -52,6 +52,9 @@ func databaseWithDefault(t *testing.T) (url, name string) {
 // returns the database's URL through the pooler.
 func bouncedDatabase(t *testing.T, mode string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts PgBouncer: not in -short")
+	}
 	_, name := databaseWithDefault(t)
 	b := pgtest.NewBouncer(t, pgtest.BouncerOptions{PoolMode: mode, MaxClientConn: 10, DefaultPoolSize: 1})
 	return b.URL(name)
