@@ -24,9 +24,9 @@ test: postgres pgbouncer ## Run vet and the whole test suite against a real Post
 
 .PHONY: test-short
 test-short: DB_VAR = TEST_DATABASE_URL
-test-short: postgres ## The inner loop: vet and the tests without load, fault, pooler and multi-process ones (-short)
+test-short: postgres ## The inner loop (under a minute): vet and the tests without load, fault, pooler and multi-process ones, -short, without -race
 	$(GO) vet $(PKGS)
-	$(GO) test -race -short -count=1 -timeout 5m $(PKGS)
+	$(GO) test -short -count=1 -timeout 5m $(PKGS)
 
 .PHONY: bench
 bench: postgres ## Benchmarks, the load matrix (16/64/256 clients, chatql vs raw SQL) and 2,000 subscribers, on a private PostgreSQL

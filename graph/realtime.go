@@ -260,8 +260,13 @@ func endWithCause(ctx context.Context, err error) {
 // stream collected as its final message; its SSE transport has nowhere to
 // collect them (AddSubscriptionError would dereference nil there), so an
 // SSE stream just completes and the client subscribes again.
+//
+// Once ctx is done nobody waits for the error: the transport has stopped
+// reading the stream and reads the collected errors without a lock, so
+// nothing is added then (the window between the check and the append is
+// gqlgen's to close: AddSubscriptionError is not synchronised).
 func endWithError(ctx context.Context, err *gqlerror.Error) {
-	if web.OnWebsocket(ctx) {
+	if web.OnWebsocket(ctx) && ctx.Err() == nil {
 		transport.AddSubscriptionError(ctx, err)
 	}
 }
