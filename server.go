@@ -279,6 +279,9 @@ func openPool(ctx context.Context, url string, cfg config.Config, logger *slog.L
 		"pool_size", cfg.Pool.Size, "max_overflow", cfg.Pool.MaxOverflow,
 		"timeout", cfg.Pool.Timeout, "recycle", cfg.Pool.Recycle, "pre_ping", cfg.Pool.PrePing,
 		"pooler", cfg.Pool.Pooler.String(), "statement_timeout", cfg.Pool.StatementTimeout)
+	if cfg.Pool.Echo && cfg.Pool.EchoParameters {
+		logger.Warn("DB_ECHO_PARAMETERS is on: the SQL log shows statement arguments, password hashes and message bodies included")
+	}
 	return pool, nil
 }
 

@@ -110,6 +110,7 @@ func Load(getenv func(string) string) (Config, error) {
 			Recycle:          r.seconds("DB_POOL_RECYCLE", time.Hour, true),
 			PrePing:          r.bool("DB_POOL_PRE_PING", true),
 			Echo:             r.bool("DB_ECHO", false),
+			EchoParameters:   r.bool("DB_ECHO_PARAMETERS", false),
 			ApplicationName:  r.string("DB_APPLICATION_NAME", "chatql"),
 			QueryExecMode:    r.execMode("DB_QUERY_EXEC_MODE", pooler),
 			SlowAcquire:      r.secondsOrOff("DB_SLOW_ACQUIRE", time.Second),

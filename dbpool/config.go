@@ -25,6 +25,9 @@ type Config struct {
 	PrePing bool
 	// Echo logs every SQL statement (text, duration, rows) at info level.
 	Echo bool
+	// EchoParameters adds the statements' arguments to the Echo log; they
+	// include password hashes and message bodies, so it is off by default.
+	EchoParameters bool
 	// ApplicationName is sent to the server, so that this pool's connections
 	// can be counted in pg_stat_activity.
 	ApplicationName string

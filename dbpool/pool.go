@@ -157,7 +157,7 @@ func New(connString string, cfg Config, logger *slog.Logger, opts ...Option) (*P
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelGrace}
 	}
 	if cfg.Echo {
-		pc.ConnConfig.Tracer = echoTracer(logger)
+		pc.ConnConfig.Tracer = echoTracer(logger, cfg.EchoParameters)
 	}
 	// Pre-ping is done in PrepareConn rather than pgxpool's own ShouldPing,
 	// because only there can a failed ping be counted as invalid.

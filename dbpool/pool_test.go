@@ -321,6 +321,33 @@ func TestEcho(t *testing.T) {
 	}
 }
 
+// TestEchoHidesParameters: the echo log shows a statement's text but not
+// its arguments (password hashes, message bodies) unless EchoParameters
+// is set.
+func TestEchoHidesParameters(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cret-argument-value"
+	for _, show := range []bool{false, true} {
+		cfg := config(1, 0, time.Second)
+		cfg.Echo, cfg.EchoParameters = true, show
+		p, buf := newLoggedPool(t, cfg)
+		ctx := context.Background()
+		if err := p.WithConn(ctx, func(db dbpool.DB) error {
+			_, err := db.Exec(ctx, "SELECT $1::text AS echo_arg", secret)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		out := buf.String()
+		if !strings.Contains(out, "echo_arg") {
+			t.Errorf("EchoParameters=%v: the statement is not logged:\n%s", show, out)
+		}
+		if got := strings.Contains(out, secret); got != show {
+			t.Errorf("EchoParameters=%v: argument in the log = %v:\n%s", show, got, out)
+		}
+	}
+}
+
 // TestSlowAcquireWarning: an acquire that waits past DB_SLOW_ACQUIRE logs a
 // warning with the pool's counts; a fast one logs nothing.
 func TestSlowAcquireWarning(t *testing.T) {
