@@ -129,11 +129,19 @@ func (c Credentials) Check(password string) (User, error) {
 // request. Concurrent first requests create one row; an email already used
 // by another account is ErrConflict.
 func Provision(ctx context.Context, db dbpool.DB, id auth.Identity) (User, error) {
+	// A token without an email (a phone or anonymous sign-in) is allowed;
+	// one with an email must carry a real one, by signUp's rules.
 	email := strings.TrimSpace(id.Email)
 	if email == "" {
 		email = id.UserID + "@users.invalid"
+	} else {
+		var err error
+		if email, err = normalizeEmail("email", email); err != nil {
+			return User{}, badInput("email", "the access token's email is not an email address")
+		}
 	}
-	name := strings.TrimSpace(id.Name)
+	// The name is only a default the user can see: never a reason to fail.
+	name := strings.TrimSpace(strings.ReplaceAll(strings.ToValidUTF8(id.Name, ""), "\x00", ""))
 	if name == "" {
 		name, _, _ = strings.Cut(email, "@")
 	}
@@ -151,7 +159,7 @@ func Provision(ctx context.Context, db dbpool.DB, id auth.Identity) (User, error
 	}
 	u, ok := users[id.UserID]
 	if !ok {
-		return User{}, fmt.Errorf("provision user %s: email %q belongs to another account: %w", id.UserID, email, ErrConflict)
+		return User{}, fmt.Errorf("%w: the access token's email belongs to another account", ErrConflict)
 	}
 	return u, nil
 }

@@ -3,6 +3,7 @@ package chat_test
 import (
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -69,6 +70,26 @@ func testProvision(t *testing.T, w *world) {
 		t.Helper()
 		return chat.Provision(t.Context(), w.db, id)
 	}
+
+	t.Run("bad emails in the token", func(t *testing.T) {
+		t.Parallel()
+		before := w.count(t, "users")
+		for _, email := range []string{"x", "@example.com", "nul\x00@example.com", strings.Repeat("a", 10000) + "@example.com", "two words@example.com"} {
+			_, err := provision(t, auth.Identity{UserID: uuid.NewString(), Supabase: true, Email: email})
+			var input *chat.InputError
+			if !errors.As(err, &input) || input.Field != "email" {
+				t.Errorf("email %.40q: err = %v, want an *InputError on email", email, err)
+			}
+		}
+		if after := w.count(t, "users"); after != before {
+			t.Errorf("%d users stored from bad tokens", after-before)
+		}
+		// A name that cannot be stored as given is cleaned, not refused.
+		u, err := provision(t, auth.Identity{UserID: uuid.NewString(), Supabase: true, Email: "nia@example.com", Name: "Ni\x00a"})
+		if err != nil || u.DisplayName != "Nia" {
+			t.Errorf("name with a NUL: %+v, %v; want Nia", u, err)
+		}
+	})
 
 	t.Run("first and later requests", func(t *testing.T) {
 		t.Parallel()
