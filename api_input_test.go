@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -603,4 +604,26 @@ func TestPlayground(t *testing.T) {
 	if st := a.pool.Stats(); st.AcquireCount != 0 {
 		t.Errorf("the playground borrowed connections: %+v", st)
 	}
+}
+
+// TestSubscriptionOverPlainPOST: a subscription POSTed without asking for
+// server-sent events is refused at once with BAD_USER_INPUT naming the
+// transports, instead of hanging until the conversation's next message;
+// the same request with Accept: text/event-stream streams.
+func TestSubscriptionOverPlainPOST(t *testing.T) {
+	t.Parallel()
+	a := newRealtimeAPI(t)
+	ann, token := a.user("Ann")
+	conv := a.conversation("", []string{ann})
+	// A client with a deadline: were the request to hang, the test fails
+	// with a timeout rather than waiting for the suite's.
+	c := a.loadClient(t, 10*time.Second)
+	r, err := c.query(context.Background(), token, messageAddedSubscription, map[string]any{"c": conv})
+	if err != nil {
+		t.Fatalf("POST subscription: %v", err)
+	}
+	if code := r.code(t); code != graph.CodeBadUserInput || !strings.Contains(string(r.Raw), "text/event-stream") {
+		t.Errorf("POST subscription: code %s, body %s; want BAD_USER_INPUT naming the transports", code, r.Raw)
+	}
+	a.waitReleased()
 }

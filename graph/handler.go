@@ -95,6 +95,7 @@ func NewHandler(opts Options) http.Handler {
 		srv.Use(noIntrospection{})
 	}
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](1000)})
+	srv.Use(subscriptionTransports{})
 	srv.Use(extension.FixedComplexityLimit(opts.ComplexityLimit))
 	srv.AroundOperations(state.aroundOperations)
 	if opts.FieldMiddleware != nil {
