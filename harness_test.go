@@ -45,7 +45,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"go.uber.org/goleak"
 
 	"chatql/auth"
 	"chatql/config"
@@ -60,20 +59,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := pgtest.Main(m, func(ctx context.Context, url string) error {
-		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
-		return err
-	})
+	code := pgtest.Main(m, migrations.Apply)
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
 	// Every pool, server and operation is gone: so must their goroutines be.
 	http.DefaultClient.CloseIdleConnections()
-	if err := goleak.Find(); code == 0 && err != nil {
-		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(pgtest.NoLeakedGoroutines(code))
 }
 
 // waitFor polls cond until it holds and returns how long that took. After

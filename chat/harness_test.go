@@ -2,7 +2,6 @@ package chat_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -12,7 +11,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"go.uber.org/goleak"
 	"golang.org/x/crypto/bcrypt"
 
 	"chatql/chat"
@@ -24,16 +22,8 @@ import (
 // The harness of the package's tests: TestMain and the fixtures.
 
 func TestMain(m *testing.M) {
-	code := pgtest.Main(m, func(ctx context.Context, url string) error {
-		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
-		return err
-	})
 	// Every pool is closed by its test: no goroutine may outlive them.
-	if err := goleak.Find(); code == 0 && err != nil {
-		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(pgtest.NoLeakedGoroutines(pgtest.Main(m, migrations.Apply)))
 }
 
 // Fixtures. Every top-level test gets a database of its own (newWorld), so

@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/goleak"
 
 	"chatql/dbpool"
 	"chatql/localpg/pgtest"
@@ -24,16 +22,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := pgtest.Main(m, func(ctx context.Context, url string) error {
-		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
-		return err
-	})
 	// Every pool is closed by its test: no goroutine may outlive them.
-	if err := goleak.Find(); code == 0 && err != nil {
-		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(pgtest.NoLeakedGoroutines(pgtest.Main(m, migrations.Apply)))
 }
 
 // waitFor polls cond until it holds, and fails the test after timeout.

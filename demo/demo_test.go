@@ -17,10 +17,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(pgtest.Main(m, func(ctx context.Context, url string) error {
-		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
-		return err
-	}))
+	os.Exit(pgtest.Main(m, migrations.Apply))
 }
 
 // TestSeedOnce: concurrent first starts seed exactly once; later starts

@@ -4,17 +4,13 @@ package health_test
 // endpoints over a pool, and the one poll helper.
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"chatql/dbpool"
 	"chatql/health"
@@ -23,16 +19,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := pgtest.Main(m, func(ctx context.Context, url string) error {
-		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
-		return err
-	})
 	// Every pool is closed by its test: no goroutine may outlive them.
-	if err := goleak.Find(); code == 0 && err != nil {
-		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(pgtest.NoLeakedGoroutines(pgtest.Main(m, migrations.Apply)))
 }
 
 // newServer serves the health endpoints over a pool on a fresh database.

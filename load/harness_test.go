@@ -4,7 +4,6 @@ package load_test
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"testing"
 
@@ -16,10 +15,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(pgtest.Main(m, func(ctx context.Context, url string) error {
-		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
-		return err
-	}))
+	os.Exit(pgtest.Main(m, migrations.Apply))
 }
 
 var small = load.DataSet{Users: 100, Conversations: 200, Messages: 5000, HeavyUserConversations: 60, Seed: 7}

@@ -5,7 +5,6 @@ package migrations_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"testing"
 	"time"
@@ -17,10 +16,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(pgtest.Main(m, func(ctx context.Context, url string) error {
-		_, err := migrations.Up(ctx, url, slog.New(slog.DiscardHandler))
-		return err
-	}))
+	os.Exit(pgtest.Main(m, migrations.Apply))
 }
 
 // emptyDatabase creates a database with no schema at all.

@@ -81,3 +81,10 @@ func open(databaseURL string, logger *slog.Logger) (*goose.Provider, *sql.DB, er
 	}
 	return provider, db, nil
 }
+
+// Apply is Up for test harnesses (pgtest.Main's migrate): no log, no
+// version.
+func Apply(ctx context.Context, databaseURL string) error {
+	_, err := Up(ctx, databaseURL, slog.New(slog.DiscardHandler))
+	return err
+}

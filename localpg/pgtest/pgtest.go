@@ -27,6 +27,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/goleak"
 
 	"chatql/localpg"
 )
@@ -394,4 +395,17 @@ func bouncerDir(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return filepath.Join(root, "pgbouncer")
+}
+
+// NoLeakedGoroutines turns code, a test binary's exit code, into a failure
+// when goroutines outlive the tests (every pool, server and subscription a
+// test starts must be gone by then), saying which:
+//
+//	os.Exit(pgtest.NoLeakedGoroutines(pgtest.Main(m, migrations.Apply)))
+func NoLeakedGoroutines(code int) int {
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
+		return 1
+	}
+	return code
 }
