@@ -68,25 +68,8 @@ func TestMain(m *testing.M) {
 	os.Exit(pgtest.NoLeakedGoroutines(code))
 }
 
-// waitFor polls cond until it holds and returns how long that took. After
-// timeout it fails the test with what it waited for and, when state is
-// given, what state says at that moment. Only the test's goroutine may
-// call it.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool, state ...func() string) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			msg := fmt.Sprintf("timed out after %s waiting for %s", timeout, what)
-			for _, s := range state {
-				msg += "; " + s()
-			}
-			t.Fatal(msg)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start)
-}
+// waitFor is pgtest.WaitFor: poll a condition, fail the test at a deadline.
+var waitFor = pgtest.WaitFor
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
 type syncBuffer struct {

@@ -26,18 +26,8 @@ func TestMain(m *testing.M) {
 	os.Exit(pgtest.NoLeakedGoroutines(pgtest.Main(m, migrations.Apply)))
 }
 
-// waitFor polls cond until it holds, and fails the test after timeout.
-// Only the test's goroutine may call it.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor is pgtest.WaitFor: poll a condition, fail the test at a deadline.
+var waitFor = pgtest.WaitFor
 
 // testPool is a pool on a fresh database with an application_name of its
 // own, so its server-side backends can be counted in pg_stat_activity.

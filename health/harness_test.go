@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"testing"
-	"time"
 
 	"chatql/dbpool"
 	"chatql/health"
@@ -58,15 +57,5 @@ func get(t *testing.T, url string, into any) int {
 	return resp.StatusCode
 }
 
-// waitFor polls cond until it holds, and fails the test after timeout.
-// Only the test's goroutine may call it.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor is pgtest.WaitFor: poll a condition, fail the test at a deadline.
+var waitFor = pgtest.WaitFor

@@ -51,7 +51,7 @@ func TestBouncerClientLimit(t *testing.T) {
 	if err := clients[0].Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "a slot after a client left", func() bool {
+	WaitFor(t, 5*time.Second, "a slot after a client left", func() bool {
 		_, err := dialBouncer(t, b.URL("postgres"))
 		return err == nil
 	})

@@ -8,7 +8,6 @@ import (
 	"context"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -57,17 +56,4 @@ func dialBouncer(t *testing.T, url string) (*pgx.Conn, error) {
 		t.Cleanup(func() { conn.Close(context.Background()) })
 	}
 	return conn, err
-}
-
-// waitFor polls cond until it holds, and fails the test after timeout.
-// Only the test's goroutine may call it.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

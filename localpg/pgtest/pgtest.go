@@ -409,3 +409,23 @@ func NoLeakedGoroutines(code int) int {
 	}
 	return code
 }
+
+// WaitFor polls cond until it holds and returns how long that took. After
+// timeout it fails the test with what it waited for and, when state is
+// given, what state says at that moment. Only the test's goroutine may
+// call it.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool, state ...func() string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			msg := fmt.Sprintf("timed out after %s waiting for %s", timeout, what)
+			for _, s := range state {
+				msg += "; " + s()
+			}
+			t.Fatal(msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start)
+}
