@@ -70,6 +70,24 @@ func expectCode(t *testing.T, name string, r *gqlResponse, code, field string) {
 	}
 }
 
+// requestErrorStatus is the HTTP status of a request error: an operation
+// refused before it runs (parse, validation, complexity, size). Every test
+// asserts it through expectRequestError, so that the rule lives here once.
+const requestErrorStatus = http.StatusUnprocessableEntity
+
+// expectRequestError checks that r is a request error: HTTP
+// requestErrorStatus, no data, and only errors of code.
+func expectRequestError(t *testing.T, name string, r *gqlResponse, code string) {
+	t.Helper()
+	expectCode(t, name, r, code, "")
+	if r.Status != requestErrorStatus {
+		t.Errorf("%s: HTTP %d, want %d: %.300s", name, r.Status, requestErrorStatus, r.Raw)
+	}
+	if len(r.Data) != 0 && string(r.Data) != "null" {
+		t.Errorf("%s: refused operation has data: %.300s", name, r.Data)
+	}
+}
+
 // TestInputPageSizeAndCursor: page sizes outside 1..100 and cursors that
 // were not handed out are BAD_USER_INPUT naming the argument, on both
 // connections and on both the prefetch and the resolver path.
@@ -275,17 +293,7 @@ func TestComplexityLimit(t *testing.T) {
 		{"nested pages from variables", `query($n: Int) { conversations(first: $n) { nodes { messages(first: $n) { nodes {
 			conversation { messages(first: $n) { nodes { id } } } } } } } }`, map[string]any{"n": 100}},
 	} {
-		r := a.post(token, tc.query, tc.vars)
-		checkProtocol(t, r)
-		if r.Status != http.StatusUnprocessableEntity {
-			t.Errorf("%s: HTTP %d, want 422", tc.name, r.Status)
-		}
-		if code := r.code(t); code != graph.CodeComplexityLimit {
-			t.Errorf("%s: code %s, want %s", tc.name, code, graph.CodeComplexityLimit)
-		}
-		if string(r.Data) != "null" && len(r.Data) != 0 {
-			t.Errorf("%s: refused operation has data: %s", tc.name, r.Data)
-		}
+		expectRequestError(t, tc.name, a.post(token, tc.query, tc.vars), graph.CodeComplexityLimit)
 	}
 	if got := a.pool.Stats().AcquireCount; got != before {
 		t.Errorf("refused operations borrowed %d connections", got-before)
@@ -345,11 +353,7 @@ func TestComplexityOverflow(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
 	_, token := a.user("Ann")
-	r := a.post(token, overflowingQuery(), nil)
-	checkProtocol(t, r)
-	if r.Status != http.StatusUnprocessableEntity || len(r.Errors) != 1 || r.Errors[0].Extensions.Code != graph.CodeComplexityLimit {
-		t.Errorf("HTTP %d, codes %v, want 422 %s: %.300s", r.Status, r.codes(), graph.CodeComplexityLimit, r.Raw)
-	}
+	expectRequestError(t, "overflowing query", a.post(token, overflowingQuery(), nil), graph.CodeComplexityLimit)
 }
 
 // apqBody is an automatic-persisted-query request: query "" sends the
