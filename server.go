@@ -210,7 +210,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		Handler:           newHandler(api),
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
+		ReadTimeout:       cfg.HTTPReadTimeout,
 		// A response may wait up to the pool timeout for a connection first.
 		WriteTimeout: cfg.Pool.Timeout + 30*time.Second,
 		IdleTimeout:  120 * time.Second,

@@ -43,6 +43,9 @@ type Config struct {
 	// DataDir holds the local Postgres cluster and dev-mode secrets.
 	DataDir         string
 	ShutdownTimeout time.Duration
+	// HTTPReadTimeout is how long a client has to send a whole request,
+	// body included; a body that does not arrive in time gets 408.
+	HTTPReadTimeout time.Duration
 	LogLevel        slog.Level
 	LogFormat       string // "text" or "json"
 
@@ -122,6 +125,7 @@ func Load(getenv func(string) string) (Config, error) {
 		Migrate:         r.bool("DB_MIGRATE", true),
 		DataDir:         r.string("DATA_DIR", ".data"),
 		ShutdownTimeout: r.seconds("SHUTDOWN_TIMEOUT", 20*time.Second, false),
+		HTTPReadTimeout: r.seconds("HTTP_READ_TIMEOUT", 30*time.Second, false),
 		LogLevel:        r.level("LOG_LEVEL"),
 		LogFormat:       r.oneOf("LOG_FORMAT", "text", "text", "json"),
 		JWTSecret:       r.string("JWT_SECRET", ""),

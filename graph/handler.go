@@ -96,6 +96,7 @@ func NewHandler(opts Options) http.Handler {
 	}
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](1000)})
 	srv.Use(subscriptionTransports{})
+	srv.Use(&strictVariables{})
 	srv.Use(extension.FixedComplexityLimit(opts.ComplexityLimit))
 	srv.AroundOperations(state.aroundOperations)
 	if opts.FieldMiddleware != nil {
@@ -170,9 +171,13 @@ func wsInit(opts Options) transport.WebsocketInitFunc {
 			err, reason = errTwoIdentities, "two different users in one connection"
 		}
 		if err != nil {
+			// The legacy graphql-ws protocol sends the error's text to the
+			// client as connection_error: only the reason, never the
+			// verifier's detail.
+			opts.Logger.DebugContext(ctx, "websocket sign-in refused", "err", err)
 			ctx = transport.WithWebsocketCloseCode(ctx, CloseForbidden)
 			ctx = transport.AppendCloseReason(ctx, reason)
-			return ctx, nil, err
+			return ctx, nil, errors.New(reason)
 		}
 		who := socketIdentity{identity: payloadID, hasIdentity: inPayload}
 		if !inPayload {

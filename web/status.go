@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -23,6 +24,8 @@ type httpStatus struct {
 	unavailable bool
 	retryAfter  string
 	tooLarge    bool
+	// timedOut: the body did not arrive within the server's ReadTimeout.
+	timedOut bool
 }
 
 type httpStatusKey struct{}
@@ -64,6 +67,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	switch {
 	case w.status.tooLarge:
 		code = http.StatusRequestEntityTooLarge
+	case w.status.timedOut:
+		// The transport answers a body it could not read with 200 and the
+		// read error, which names the server's socket addresses.
+		code = http.StatusRequestTimeout
 	case w.status.unavailable && code == http.StatusOK:
 		w.Header().Set("Retry-After", w.status.retryAfter)
 		code = http.StatusServiceUnavailable
@@ -106,7 +113,12 @@ func (w *statusWriter) finish() {
 		Errors []map[string]any `json:"errors"`
 		Data   any              `json:"data"`
 	}
-	if err := json.Unmarshal(w.held.Bytes(), &body); err != nil || len(body.Errors) == 0 {
+	err := json.Unmarshal(w.held.Bytes(), &body)
+	switch {
+	case w.code == http.StatusRequestTimeout:
+		body.Errors = []map[string]any{{"message": "the request body did not arrive in time"}}
+		body.Data = nil
+	case err != nil || len(body.Errors) == 0:
 		msg := strings.TrimSpace(w.held.String())
 		if msg == "" || err == nil {
 			msg = http.StatusText(w.code)
@@ -114,6 +126,9 @@ func (w *statusWriter) finish() {
 		body.Errors = []map[string]any{{"message": msg}}
 	}
 	for _, e := range body.Errors {
+		if msg, ok := e["message"].(string); ok {
+			e["message"] = cleanDecodeError(msg)
+		}
 		ext, _ := e["extensions"].(map[string]any)
 		if ext == nil {
 			ext = map[string]any{}
@@ -154,10 +169,19 @@ type limitedBody struct {
 
 func (b limitedBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
+	if err == nil || err == io.EOF {
+		return n, err
+	}
 	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) {
+	var netErr net.Error
+	switch {
+	case errors.As(err, &tooLarge):
 		b.status.mu.Lock()
 		b.status.tooLarge = true
+		b.status.mu.Unlock()
+	case errors.As(err, &netErr) && netErr.Timeout():
+		b.status.mu.Lock()
+		b.status.timedOut = true
 		b.status.mu.Unlock()
 	}
 	return n, err
