@@ -102,4 +102,3 @@ func checkScalar(value any, scalar string, path ast.Path) *gqlerror.Error {
 	}
 	return nil
 }
-
