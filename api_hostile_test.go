@@ -168,3 +168,34 @@ func TestHostileLegacySocketSignIn(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileErrorEcho: a request error never grows with what the client
+// sent: long names are quoted as short excerpts and thousands of errors
+// are listed as twenty.
+func TestHostileErrorEcho(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	long := strings.Repeat("z", 5000)
+	var many strings.Builder
+	many.WriteString("{")
+	for i := range 500 {
+		fmt.Fprintf(&many, " unknown%d", i)
+	}
+	many.WriteString(" }")
+	for _, tc := range []struct {
+		name, query string
+		maxBytes    int
+	}{
+		{"a 5,000-character field name", "{ " + long + " }", 400},
+		{"500 unknown fields", many.String(), 20 * 200},
+	} {
+		r := a.post("", tc.query, nil)
+		expectRequestError(t, tc.name, r, "GRAPHQL_VALIDATION_FAILED")
+		if len(r.Raw) > tc.maxBytes {
+			t.Errorf("%s: %d-byte answer: %.300s", tc.name, len(r.Raw), r.Raw)
+		}
+		if len(r.Errors) > 20 {
+			t.Errorf("%s: %d errors listed", tc.name, len(r.Errors))
+		}
+	}
+}

@@ -3,6 +3,7 @@ package web
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -60,6 +61,27 @@ func jsonKind(goWord string) string {
 		return "a boolean"
 	}
 	return goWord
+}
+
+// maxRequestErrors is how many errors a request error lists: a document
+// of thousands of unknown fields would otherwise get as many errors back.
+const maxRequestErrors = 20
+
+// quotedName is a long quoted name or value in a parser or validation
+// message ("Cannot query field "zzz…" on type "Query"").
+var quotedName = regexp.MustCompile(`"[^"]{` + strconv.Itoa(excerptBytes) + `,}"`)
+
+// shortenQuoted cuts the long quoted names in msg to an excerpt, so that
+// an answer never grows with the names the client chose.
+func shortenQuoted(msg string) string {
+	return quotedName.ReplaceAllStringFunc(msg, func(q string) string {
+		inner := q[1 : len(q)-1]
+		cut := excerptBytes / 2
+		for cut > 0 && !utf8.RuneStart(inner[cut]) {
+			cut--
+		}
+		return `"` + inner[:cut] + `…"`
+	})
 }
 
 // excerpt quotes the start of body, at most excerptBytes of it.

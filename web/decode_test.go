@@ -51,3 +51,15 @@ func FuzzCleanDecodeError(f *testing.F) {
 		}
 	})
 }
+
+func TestShortenQuoted(t *testing.T) {
+	long := strings.Repeat("z", 300)
+	got := shortenQuoted(`Cannot query field "` + long + `" on type "Query".`)
+	want := `Cannot query field "` + strings.Repeat("z", excerptBytes/2) + `…" on type "Query".`
+	if got != want {
+		t.Errorf("got %s\nwant %s", got, want)
+	}
+	if s := `Expected Name, found "short"`; shortenQuoted(s) != s {
+		t.Errorf("a short quote was changed: %s", shortenQuoted(s))
+	}
+}

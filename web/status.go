@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -125,9 +126,17 @@ func (w *statusWriter) finish() {
 		}
 		body.Errors = []map[string]any{{"message": msg}}
 	}
+	if n := len(body.Errors); n > maxRequestErrors {
+		// The last one listed stands for the rest, with its code.
+		rest := body.Errors[maxRequestErrors-1]
+		rest["message"] = fmt.Sprintf("and %d more errors", n-maxRequestErrors+1)
+		delete(rest, "locations")
+		delete(rest, "path")
+		body.Errors = body.Errors[:maxRequestErrors]
+	}
 	for _, e := range body.Errors {
 		if msg, ok := e["message"].(string); ok {
-			e["message"] = cleanDecodeError(msg)
+			e["message"] = shortenQuoted(cleanDecodeError(msg))
 		}
 		ext, _ := e["extensions"].(map[string]any)
 		if ext == nil {
