@@ -120,6 +120,7 @@ func Load(getenv func(string) string) (Config, error) {
 			StatementTimeout: r.secondsOrOff("DB_STATEMENT_TIMEOUT", 30*time.Second),
 			Pooler:           pooler,
 			LeakThreshold:    r.secondsOrOff("DB_LEAK_THRESHOLD", 30*time.Second),
+			MaxStatements:    r.int("DB_MAX_STATEMENTS", dbpool.DefaultMaxStatements, 1),
 		},
 		Realtime:        r.bool("REALTIME", true),
 		Migrate:         r.bool("DB_MIGRATE", true),

@@ -291,3 +291,27 @@ func TestRealtimeNeedsSession(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxStatements: DB_MAX_STATEMENTS defaults to the pool's default
+// budget, takes any positive integer, and refuses 0, negatives and
+// non-integers, each as one DB_MAX_STATEMENTS problem.
+func TestMaxStatements(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil || c.Pool.MaxStatements != dbpool.DefaultMaxStatements || dbpool.DefaultMaxStatements != 50 {
+		t.Errorf("default: %d, %v; want 50", c.Pool.MaxStatements, err)
+	}
+	for in, want := range map[string]int{"1": 1, "200": 200, " 7 ": 7} {
+		c, err := Load(env(map[string]string{"DB_MAX_STATEMENTS": in}))
+		if err != nil || c.Pool.MaxStatements != want {
+			t.Errorf("DB_MAX_STATEMENTS=%q: %d, %v; want %d", in, c.Pool.MaxStatements, err, want)
+		}
+	}
+	for _, in := range []string{"0", "-1", "ten", "2.5"} {
+		_, err := Load(env(map[string]string{"DB_MAX_STATEMENTS": in}))
+		var cfgErr *Error
+		if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 1 || cfgErr.Problems[0].Var != "DB_MAX_STATEMENTS" ||
+			!strings.Contains(err.Error(), "an integer >= 1") {
+			t.Errorf("DB_MAX_STATEMENTS=%q: err = %v, want one DB_MAX_STATEMENTS problem asking for an integer >= 1", in, err)
+		}
+	}
+}

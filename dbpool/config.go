@@ -55,6 +55,16 @@ type Config struct {
 	// LeakThreshold: a connection held longer by one scope is reported
 	// once as a possible leak (HikariCP's leakDetectionThreshold); 0 off.
 	LeakThreshold time.Duration
+	// MaxStatements is the statement budget of one unit of work of a
+	// Scope: one GraphQL operation, or one event of a subscription
+	// (NextUnit starts the next). Past it a statement is not sent and
+	// fails with ErrTooManyStatements, so that a client cannot make one
+	// operation hold a connection for thousands of statements (alias
+	// fan-out). Only statements run for the caller count: transaction
+	// control, pre-ping and the statement timeout's session setup do
+	// not. WithConn and WithTx, whose work is the server's own, have no
+	// budget. 0 means no budget (DB_MAX_STATEMENTS refuses it).
+	MaxStatements int
 }
 
 // QueryExecMode returns the pgx mode a DB_QUERY_EXEC_MODE value names
@@ -125,6 +135,11 @@ func ParsePooler(name string) (Pooler, bool) {
 	return 0, false
 }
 
+// DefaultMaxStatements is far above what chatql's own queries need (the
+// Inbox runs 6 statements, a mutation 2 to 4) and far below what an
+// operation holding a connection for long would run.
+const DefaultMaxStatements = 50
+
 // DefaultConfig returns QueuePool's defaults (size 5, overflow 10, timeout
 // 30 s) with a one-hour recycle and pre-ping on.
 func DefaultConfig() Config {
@@ -138,6 +153,7 @@ func DefaultConfig() Config {
 		QueryExecMode:   pgx.QueryExecModeCacheStatement,
 		SlowAcquire:     time.Second,
 		LeakThreshold:   30 * time.Second,
+		MaxStatements:   DefaultMaxStatements,
 	}
 }
 
@@ -167,6 +183,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("pool size %d + overflow %d: too large", c.Size, c.MaxOverflow)
 	case c.Reserved < 0:
 		return fmt.Errorf("reserved %d: must not be negative", c.Reserved)
+	case c.MaxStatements < 0:
+		return fmt.Errorf("max statements %d: must not be negative", c.MaxStatements)
 	case c.Pooler < PoolerNone || c.Pooler > PoolerTransaction:
 		return fmt.Errorf("pooler %d: unknown", int(c.Pooler))
 	case c.MaxConnections()-c.Reserved < 1:

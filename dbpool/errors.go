@@ -26,6 +26,25 @@ var ErrScopeReleased = errors.New("dbpool: scope already released")
 // ErrClosed is returned by an acquire on a closed pool.
 var ErrClosed = errors.New("dbpool: pool closed")
 
+// ErrTooManyStatements is matched (errors.Is) by the error of a statement
+// that a scope refused because its unit of work had already run
+// Config.MaxStatements. The concrete error is a *StatementBudgetError
+// that names the budget.
+var ErrTooManyStatements = errors.New("statement budget exceeded")
+
+// StatementBudgetError is the error of a statement past the budget of its
+// scope's unit of work; the statement was not sent.
+type StatementBudgetError struct {
+	Max int
+}
+
+func (e *StatementBudgetError) Error() string {
+	return fmt.Sprintf("statement budget of %d per unit of work exceeded (DB_MAX_STATEMENTS); statement not sent", e.Max)
+}
+
+// Is makes errors.Is(err, ErrTooManyStatements) true.
+func (e *StatementBudgetError) Is(target error) bool { return target == ErrTooManyStatements }
+
 // TimeoutError is the error of an acquire that hit Config.Timeout.
 type TimeoutError struct {
 	Size, MaxOverflow int

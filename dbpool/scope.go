@@ -59,6 +59,10 @@ func CollectOne[T any](ctx context.Context, db DB, sql string, args []any, fn pg
 // start, so no caller code runs while the connection is locked beyond
 // scanning rows.
 //
+// A unit of work runs at most Config.MaxStatements statements; past that
+// each statement fails with ErrTooManyStatements without being sent, and
+// the connection still goes back at Release as usual.
+//
 // Release is idempotent and safe to call from a deferred function after a
 // panic or from another goroutine when the work's context is cancelled.
 type Scope struct {
@@ -85,6 +89,11 @@ type Scope struct {
 	acquireWait time.Duration
 	held        time.Duration
 	statements  atomic.Int64
+
+	// budget is the most statements one unit of work may run
+	// (Config.MaxStatements; 0: no limit), and spent how many the current
+	// unit has run. Both are guarded by sem.
+	budget, spent int
 }
 
 // ScopeStats describes what a scope cost: the statements it ran, how long it
@@ -97,8 +106,9 @@ type ScopeStats struct {
 }
 
 // Scope returns a new scope on the pool. It does not borrow anything yet.
+// Its unit of work may run at most Config.MaxStatements statements.
 func (p *Pool) Scope() *Scope {
-	return &Scope{pool: p, sem: make(chan struct{}, 1)}
+	return &Scope{pool: p, sem: make(chan struct{}, 1), budget: p.cfg.MaxStatements}
 }
 
 // NamedScope is Scope with the name of its owner ("query Inbox"), which a
@@ -127,7 +137,7 @@ func (p *Pool) WithConn(ctx context.Context, fn func(db DB) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("dbpool: %w", context.Cause(ctx))
 	}
-	s := p.NamedScope(callerOwner(1))
+	s := p.backgroundScope(callerOwner(1))
 	defer context.AfterFunc(ctx, s.Release)()
 	defer s.Release()
 	return fn(s)
@@ -139,10 +149,20 @@ func (p *Pool) WithTx(ctx context.Context, fn func(db DB) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("dbpool: %w", context.Cause(ctx))
 	}
-	s := p.NamedScope(callerOwner(1))
+	s := p.backgroundScope(callerOwner(1))
 	defer context.AfterFunc(ctx, s.Release)()
 	defer s.Release()
 	return s.InTx(ctx, func(context.Context) error { return fn(s) })
+}
+
+// backgroundScope is the scope of WithConn and WithTx. It has no statement
+// budget: the budget guards against operations a client shapes (thousands
+// of aliases), while background work runs the server's own code, whose
+// statement count is fixed (seeding the demo data runs dozens).
+func (p *Pool) backgroundScope(owner string) *Scope {
+	s := p.NamedScope(owner)
+	s.budget = 0
+	return s
 }
 
 func (s *Scope) lock(ctx context.Context) error {
@@ -205,15 +225,30 @@ func (s *Scope) watchLocked(ctx context.Context) {
 	})
 }
 
-// run gives fn exclusive use of the connection (or the open transaction).
+// run gives fn, which sends one statement, exclusive use of the connection
+// (or the open transaction), if the unit of work's budget allows one more.
+// A statement past the budget is refused before anything is borrowed or
+// sent; the caller's error ends an open transaction as any error does
+// (InTx rolls back). Only statements run here are spent: BEGIN, COMMIT and
+// ROLLBACK (InTx), pre-ping (the pool's, at borrow) and the statement
+// timeout's set_config, which goes in the same batch as the statement
+// (statementTimeout.on), are not. The DB interface sends one statement per
+// call, so a call is a statement.
 func (s *Scope) run(ctx context.Context, fn func(db DB) error) error {
 	if err := s.lock(ctx); err != nil {
 		return err
 	}
 	defer s.unlock()
+	if s.released {
+		return ErrScopeReleased
+	}
+	if s.budget > 0 && s.spent >= s.budget {
+		return &StatementBudgetError{Max: s.budget}
+	}
 	if err := s.borrowLocked(ctx); err != nil {
 		return err
 	}
+	s.spent++
 	s.statements.Add(1)
 	if s.tx != nil {
 		return fn(conn{s.tx})
@@ -345,8 +380,9 @@ func (s *Scope) Yield() {
 
 // NextUnit ends one unit of work of a long-lived scope (an event of a
 // subscription) and begins the next: it gives the connection back, as
-// Yield does, and forgets a failed borrow, so that one event that could
-// not get a connection does not fail every later one.
+// Yield does, forgets a failed borrow, so that one event that could not
+// get a connection does not fail every later one, and gives the next unit
+// a full statement budget.
 func (s *Scope) NextUnit() {
 	s.sem <- struct{}{}
 	defer s.unlock()
@@ -354,6 +390,7 @@ func (s *Scope) NextUnit() {
 		s.giveBackLocked()
 	}
 	s.failed = nil
+	s.spent = 0
 }
 
 // giveBackLocked returns the connection, if any. s.sem is held.

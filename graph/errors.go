@@ -33,6 +33,9 @@ const (
 	// CodeRealtimeDisabled answers messageAdded on a server run with
 	// REALTIME=off.
 	CodeRealtimeDisabled = "REALTIME_DISABLED"
+	// CodeTooManyStatements: the operation (or subscription event) needed
+	// more SQL statements than DB_MAX_STATEMENTS allows.
+	CodeTooManyStatements = "TOO_MANY_STATEMENTS"
 )
 
 // errSignInRequired is returned where a viewer is needed and none signed in.
@@ -57,6 +60,8 @@ func classify(err error) (code, message string) {
 		return CodeUnauthenticated, "sign-in required: send Authorization: Bearer <token>"
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return CodeUnauthenticated, "invalid or expired access token"
+	case errors.Is(err, dbpool.ErrTooManyStatements):
+		return CodeTooManyStatements, tooManyStatements(err)
 	case errors.Is(err, dbpool.ErrPoolTimeout):
 		return CodePoolTimeout, "no database connection became available in time; retry later"
 	case isStatementTimeout(err):
@@ -65,6 +70,17 @@ func classify(err error) (code, message string) {
 		return CodeUnavailable, "the database is unavailable; retry later"
 	}
 	return CodeInternal, "internal error"
+}
+
+// tooManyStatements is the message of an operation stopped by the
+// statement budget: it names the budget, so that a client knows how far
+// to split the operation.
+func tooManyStatements(err error) string {
+	var budget *dbpool.StatementBudgetError
+	if errors.As(err, &budget) {
+		return fmt.Sprintf("this operation needs more than %d database statements, the server's limit per operation: split it into smaller operations", budget.Max)
+	}
+	return "this operation needs more database statements than the server allows per operation: split it into smaller operations"
 }
 
 // isStatementTimeout reports a statement cancelled by statement_timeout

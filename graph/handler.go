@@ -17,6 +17,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 
 	"chatql/auth"
+	"chatql/graph/model"
 	"chatql/web"
 )
 
@@ -63,7 +64,7 @@ func NewHandler(opts Options) http.Handler {
 		retryAfter: strconv.Itoa(max(1, int(opts.Pool.Config().Timeout.Seconds()/2))),
 	}
 	cfg := Config{Resolvers: &Resolver{opts: opts, messages: newAnnouncements(opts.Pool)}}
-	setComplexity(&cfg.Complexity)
+	setComplexity(&cfg.Complexity, statementCost(opts.ComplexityLimit, opts.Pool.Config().MaxStatements))
 
 	srv := handler.New(NewExecutableSchema(cfg))
 	// First: the websocket transport claims any request with an Upgrade
@@ -191,8 +192,15 @@ func wsInit(opts Options) transport.WebsocketInitFunc {
 }
 
 // setComplexity makes paginated fields cost their page size times their
-// children, so that nesting lists multiplies.
-func setComplexity(c *ComplexityRoot) {
+// children, so that nesting lists multiplies, and adds perStatement to the
+// root fields that each run SQL of their own however many siblings they
+// have: conversation (its unread count and the like are prefetched per
+// field), user and every mutation. Aliases multiply those fields, and the
+// limit then refuses an alias fan-out before it runs rather than at the
+// statement budget, with a connection borrowed and a batch of statements
+// spent. (user's aliases share a loader today; it is priced anyway, so that
+// the price does not depend on how a field happens to be resolved.)
+func setComplexity(c *ComplexityRoot, perStatement int) {
 	page := func(child int, first *int) int {
 		n := 20
 		if first != nil && *first > 0 {
@@ -203,6 +211,35 @@ func setComplexity(c *ComplexityRoot) {
 	c.Query.Conversations = func(child int, first *int, _ *string) int { return page(child, first) }
 	c.Conversation.Messages = func(child int, first *int, _ *string) int { return page(child, first) }
 	c.Conversation.Participants = func(child int) int { return listOf(listCost, child) }
+
+	statement := func(child int) int { return saturatingAdd(child, perStatement) }
+	c.Query.Conversation = func(child int, _ string) int { return statement(child) }
+	c.Query.User = func(child int, _ string) int { return statement(child) }
+	c.Mutation.SignUp = func(child int, _ model.SignUpInput) int { return statement(child) }
+	c.Mutation.SignIn = func(child int, _ model.SignInInput) int { return statement(child) }
+	c.Mutation.CreateConversation = func(child int, _ model.CreateConversationInput) int { return statement(child) }
+	c.Mutation.AddParticipant = func(child int, _, _ string) int { return statement(child) }
+	c.Mutation.SendMessage = func(child int, _ model.SendMessageInput) int { return statement(child) }
+	c.Mutation.MarkConversationRead = func(child int, _ string) int { return statement(child) }
+}
+
+// statementCost is the price of a root field that runs SQL of its own:
+// the complexity limit divided by the statement budget, rounded up, so
+// that an operation with more such fields than the budget has statements
+// costs more than the limit. 0 without a budget.
+func statementCost(limit, maxStatements int) int {
+	if maxStatements <= 0 {
+		return 0
+	}
+	return (limit + maxStatements - 1) / maxStatements
+}
+
+// saturatingAdd is a + b for non-negative a and b, saturating like listOf.
+func saturatingAdd(a, b int) int {
+	if a > math.MaxInt-b {
+		return math.MaxInt
+	}
+	return a + b
 }
 
 // listOf is the cost of n elements costing child each, saturating instead
