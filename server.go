@@ -366,6 +366,9 @@ type apiConfig struct {
 	streams *web.Streams
 	// fieldMiddleware wraps every resolver; only tests set it.
 	fieldMiddleware graphql.FieldMiddleware
+	// passwords is the bcrypt gate; nil means auth.DefaultPasswords. Only
+	// tests set it.
+	passwords *auth.Passwords
 }
 
 // newHandler builds the whole HTTP surface; tests use it as the server does.
@@ -396,6 +399,14 @@ func newHandler(api apiConfig) http.Handler {
 		FieldMiddleware: api.fieldMiddleware,
 		AllowedOrigins:  api.cfg.CORSOrigins,
 		Streams:         api.streams,
+		Passwords:       api.passwords,
+		SignInLimits: graph.SignInLimits{
+			MaxFailures:          api.cfg.SignInMaxFailures,
+			MaxFailuresPerEmail:  api.cfg.SignInMaxFailuresPerEmail,
+			Window:               api.cfg.SignInWindow,
+			MaxSignUpsPerAddress: api.cfg.SignUpMaxPerAddress,
+		},
+		TrustedProxies: api.cfg.TrustedProxies,
 	}))
 	mux.Handle("GET /{$}", playgroundHandler(api.demoHeader))
 	return mux

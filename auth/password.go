@@ -1,9 +1,11 @@
 package auth
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"golang.org/x/crypto/bcrypt"
@@ -54,10 +56,108 @@ var dummyHash = sync.OnceValue(func() string {
 	return string(h)
 })
 
-// DummyCheck does the work of one CheckPassword and discards the result. A
-// sign-in for an email with no account (or no password) calls it so that it
-// takes as long as a wrong password, and response times do not reveal which
-// emails are registered.
-func DummyCheck(password string) {
-	_ = CheckPassword(dummyHash(), password)
+// ErrBusy is returned by Passwords when as many hashes and checks as it
+// queues are already waiting: the attempt is refused at once rather than
+// queued behind work that would take longer than a client waits.
+var ErrBusy = errors.New("auth: too many password hashes and checks in progress")
+
+// Passwords runs bcrypt, the server's costliest work by design (tens of
+// milliseconds of CPU per hash or check), under a concurrency limit, so
+// that a flood of sign-ins cannot take every core from the other requests.
+// Up to a fixed number run at once; a short queue waits behind them (with
+// the caller's context); beyond that Hash and Check fail with ErrBusy at
+// once. Safe for concurrent use.
+//
+// HashPassword and CheckPassword are the same work without the limit, for
+// callers outside request handling (fixtures, tools).
+type Passwords struct {
+	// admitted holds a token per call in the gate, running or waiting;
+	// running, one per call running.
+	admitted, running chan struct{}
+}
+
+// NewPasswords returns a Passwords running at most concurrency (at least
+// 1) hashes and checks at once, with up to queue (at least 0) more
+// waiting.
+func NewPasswords(concurrency, queue int) *Passwords {
+	concurrency, queue = max(1, concurrency), max(0, queue)
+	return &Passwords{
+		admitted: make(chan struct{}, concurrency+queue),
+		running:  make(chan struct{}, concurrency),
+	}
+}
+
+// DefaultPasswords returns the server's limit: half of the cores Go uses
+// (GOMAXPROCS), at least one, and a queue twice that, so that the other
+// half stays for everything else and a waiting check starts within about
+// three checks' time.
+func DefaultPasswords() *Passwords {
+	n := max(1, runtime.GOMAXPROCS(0)/2)
+	return NewPasswords(n, 2*n)
+}
+
+// Acquire takes a place in the gate, as Hash and Check do, for work of the
+// caller's own under the same limit: it waits for a running slot with ctx,
+// or fails at once with ErrBusy when the queue is full, and returns
+// ctx's error if ctx ends first. release must be called exactly once.
+func (p *Passwords) Acquire(ctx context.Context) (release func(), err error) {
+	select {
+	case p.admitted <- struct{}{}:
+	default:
+		return nil, ErrBusy
+	}
+	if err := ctx.Err(); err != nil {
+		<-p.admitted
+		return nil, err
+	}
+	select {
+	case p.running <- struct{}{}:
+	case <-ctx.Done():
+		<-p.admitted
+		return nil, ctx.Err()
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			<-p.running
+			<-p.admitted
+		})
+	}, nil
+}
+
+// InGate is the number of hashes and checks running or waiting.
+func (p *Passwords) InGate() int { return len(p.admitted) }
+
+// Hash is HashPassword under the limit. A password over 72 bytes is
+// ErrPasswordTooLong without waiting.
+func (p *Passwords) Hash(ctx context.Context, password string) (string, error) {
+	if len(password) > maxPasswordBytes {
+		return "", ErrPasswordTooLong
+	}
+	release, err := p.Acquire(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	return HashPassword(password)
+}
+
+// Check is CheckPassword under the limit: a mismatch is (false, nil); an
+// error (ErrBusy, ctx's) means no verdict.
+func (p *Passwords) Check(ctx context.Context, hash, password string) (bool, error) {
+	release, err := p.Acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer release()
+	return CheckPassword(hash, password), nil
+}
+
+// DummyCheck does the work of one Check and discards the result. A
+// sign-in for an email with no account (or no password) calls it so that
+// it takes as long as a wrong password, and response times do not reveal
+// which emails are registered. It fails only as Check does.
+func (p *Passwords) DummyCheck(ctx context.Context, password string) error {
+	_, err := p.Check(ctx, dummyHash(), password)
+	return err
 }

@@ -41,6 +41,19 @@ func (r *mutationResolver) writeConversation(ctx context.Context, fn func(ctx co
 	return &conv, nil
 }
 
+// signIn checks input's email and password: the account is looked up on
+// the operation's connection, which goes back before the password is
+// checked (slow on purpose, and possibly waiting for the password gate).
+func (r *mutationResolver) signIn(ctx context.Context, input model.SignInInput) (chat.User, error) {
+	op := operationFrom(ctx)
+	creds, err := chat.LookupCredentials(ctx, op.scope, input.Email)
+	if err != nil {
+		return chat.User{}, err
+	}
+	op.scope.Yield()
+	return creds.Check(ctx, r.opts.Passwords, input.Password)
+}
+
 func (r *mutationResolver) authPayload(user chat.User) (*model.AuthPayload, error) {
 	token, expires, err := r.opts.Tokens.Issue(user.ID)
 	if err != nil {
