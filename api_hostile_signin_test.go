@@ -275,16 +275,19 @@ func TestSignUpsPerAddress(t *testing.T) {
 
 // TestPasswordGateFull: with the bcrypt gate full (one slot, no queue,
 // held here), signIn and signUp are refused at once with RATE_LIMITED,
-// 429 and Retry-After 1; the refused attempts do not count as failures.
+// 429 and Retry-After 1, before borrowing a connection; the refused
+// attempts do not count as failures.
 func TestPasswordGateFull(t *testing.T) {
 	t.Parallel()
 	gate := auth.NewPasswords(1, 0)
 	a := newAPI(t, func(o *apiOptions) { o.passwords = gate }, withEnv(map[string]string{"SIGNIN_MAX_FAILURES": "1"}))
 	a.userWithPassword("Ann")
+	a.waitReleased()
 	release, err := gate.Acquire(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
+	acquires := a.pool.Stats().AcquireCount
 	for i := range 3 {
 		r := a.signInAs("", "ann@example.com", "wrong")
 		if wait := expectRateLimited(t, fmt.Sprintf("sign-in %d with the gate full", i+1), r, time.Second); wait != 1 {
@@ -294,6 +297,9 @@ func TestPasswordGateFull(t *testing.T) {
 	expectRateLimited(t, "sign-in of an unknown email with the gate full", a.signInAs("", "nobody@example.com", "wrong"), time.Second)
 	expectRateLimited(t, "sign-up with the gate full", a.post("", signUp, map[string]any{"in": map[string]any{
 		"email": "new@example.com", "password": "long enough", "displayName": "New"}}), time.Second)
+	if got := a.pool.Stats().AcquireCount; got != acquires {
+		t.Errorf("attempts refused by the gate borrowed %d connections", got-acquires)
+	}
 	release()
 
 	// None of those counted: one failure is still allowed, then the limit.

@@ -406,3 +406,38 @@ func TestPasswordsGate(t *testing.T) {
 		t.Errorf("Check after release = %v, %v; want false, nil", ok, err)
 	}
 }
+
+// TestPasswordsTurn: Admit takes a place without waiting (ErrBusy when
+// the gate is full), Release gives an unused one back, and a turn serves
+// once.
+func TestPasswordsTurn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := auth.NewPasswords(1, 1)
+	t1, err := p.Admit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, err := p.Admit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Admit(); !errors.Is(err, auth.ErrBusy) {
+		t.Errorf("third Admit: err = %v, want ErrBusy", err)
+	}
+	t2.Release()
+	t2.Release()
+	if n := p.InGate(); n != 1 {
+		t.Errorf("InGate after a release = %d, want 1", n)
+	}
+	if err := t1.DummyCheck(ctx, "whatever"); err != nil {
+		t.Errorf("DummyCheck: %v", err)
+	}
+	if err := t1.DummyCheck(ctx, "again"); err == nil {
+		t.Error("a turn used twice: no error")
+	}
+	t1.Release()
+	if n := p.InGate(); n != 0 {
+		t.Errorf("InGate after use = %d, want 0", n)
+	}
+}

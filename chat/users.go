@@ -113,12 +113,19 @@ func LookupCredentials(ctx context.Context, db dbpool.DB, email string) (Credent
 	return c, nil
 }
 
+// PasswordChecker checks passwords under the server's bcrypt limit: an
+// *auth.Passwords, or an *auth.Turn admitted before the lookup.
+type PasswordChecker interface {
+	Check(ctx context.Context, hash, password string) (bool, error)
+	DummyCheck(ctx context.Context, password string) error
+}
+
 // Check compares password with the stored hash, with passwords (under its
 // concurrency limit). An unknown email and a wrong password are both
 // ErrBadCredentials, and take the same time; any other error (auth.ErrBusy,
 // ctx's) is no verdict. It needs no database: run it after giving the
 // connection back.
-func (c Credentials) Check(ctx context.Context, passwords *auth.Passwords, password string) (User, error) {
+func (c Credentials) Check(ctx context.Context, passwords PasswordChecker, password string) (User, error) {
 	if c.hash == nil {
 		if err := passwords.DummyCheck(ctx, password); err != nil {
 			return User{}, err
