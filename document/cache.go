@@ -14,12 +14,14 @@ const DefaultCacheBytes = 4 << 20
 
 // Sizes used to weigh entries. A parsed document weighs its text (the
 // parser keeps names and values as substrings of it, and the cache keys
-// on it) plus nodeBytes per syntax-tree node: a field with its position
-// and slices is about 300 bytes on 64-bit Go whatever its name's length,
-// so a dense document weighs far more than its text. entryBytes covers the
-// list element, the map entry and the key header.
+// on it), plus an eighth for the allocator's rounding, plus nodeBytes per
+// syntax-tree node: a field with its position and slices takes about 200
+// bytes on 64-bit Go whatever its name's length, so a dense document
+// weighs far more than its text (TestWeight checks the estimate against
+// the heap). entryBytes covers the list element, the map entry and the
+// key header.
 const (
-	nodeBytes  = 300
+	nodeBytes  = 250
 	entryBytes = 200
 )
 
@@ -139,7 +141,7 @@ func (d documents) Add(_ context.Context, query string, doc *ast.QueryDocument) 
 // Weight estimates the bytes a parsed document keeps alive: its text, its
 // syntax tree and a cache entry. Counting is linear in the document.
 func Weight(query string, doc *ast.QueryDocument) int {
-	return entryBytes + len(query) + nodeBytes*Count(doc).Nodes
+	return entryBytes + textBytes(query) + nodeBytes*Count(doc).Nodes
 }
 
 type queries struct{ c *Cache }
@@ -153,5 +155,10 @@ func (q queries) Get(_ context.Context, hash string) (string, bool) {
 }
 
 func (q queries) Add(_ context.Context, hash, query string) {
-	q.c.add(cacheKey{kindQuery, hash}, query, entryBytes+len(hash)+len(query))
+	q.c.add(cacheKey{kindQuery, hash}, query, entryBytes+len(hash)+textBytes(query))
 }
+
+// textBytes is what a string of s's length occupies: large allocations
+// are rounded up to whole pages, small ones to size classes (both within
+// an eighth).
+func textBytes(s string) int { return len(s) + len(s)/8 }

@@ -30,7 +30,7 @@ func init() {
 // selections, depth 6).
 const (
 	DefaultMaxTokens = 10000
-	DefaultMaxFields = 500
+	DefaultMaxFields = 400
 	DefaultMaxDepth  = 32
 )
 
