@@ -49,6 +49,7 @@ import (
 	"chatql/auth"
 	"chatql/config"
 	"chatql/dbpool"
+	"chatql/document"
 	"chatql/graph"
 	"chatql/load"
 	"chatql/localpg/pgtest"
@@ -143,6 +144,10 @@ type apiOptions struct {
 	realtime bool
 	// server adjusts the HTTP server before it starts.
 	server func(*httptest.Server)
+	// documentLimits and queryCacheBytes replace the configuration's
+	// (QUERY_MAX_*, QUERY_CACHE_BYTES) when set.
+	documentLimits  document.Limits
+	queryCacheBytes int
 }
 
 func defaultAPIOptions() apiOptions {
@@ -169,6 +174,9 @@ type testAPI struct {
 	// the listener (and waits for it), as a shutdown does.
 	hub     *realtime.Hub
 	stopHub func()
+	// queryCache is the server's parsed-document and persisted-query
+	// cache, watched by the tests of its bound.
+	queryCache *document.Cache
 }
 
 // newAPI starts a server on a fresh database.
@@ -258,6 +266,13 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 	stats := true
 	cfg.AutoProvision, cfg.Introspection, cfg.DBStats, cfg.MetricsToken = o.autoProvision, o.introspection, &stats, o.metricsToken
 	cfg.Pool = o.pool
+	if o.documentLimits != (document.Limits{}) {
+		cfg.DocumentLimits = o.documentLimits
+	}
+	if o.queryCacheBytes != 0 {
+		cfg.QueryCacheBytes = o.queryCacheBytes
+	}
+	a.queryCache = document.NewCache(cfg.QueryCacheBytes)
 	if o.realtime {
 		// The server's own wiring: one connection outside the pool.
 		if a.hub, err = newListener(listenURL, cfg, o.logger); err != nil {
@@ -275,6 +290,7 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		hub:             a.hub,
 		streams:         web.NewStreams(),
 		fieldMiddleware: o.fieldMiddleware,
+		queryCache:      a.queryCache,
 	}))
 	if o.server != nil {
 		o.server(a.srv)

@@ -37,6 +37,7 @@ import (
 	"chatql/chat"
 	"chatql/config"
 	"chatql/dbpool"
+	"chatql/document"
 	"chatql/graph"
 	"chatql/health"
 	"chatql/localpg"
@@ -366,6 +367,9 @@ type apiConfig struct {
 	streams *web.Streams
 	// fieldMiddleware wraps every resolver; only tests set it.
 	fieldMiddleware graphql.FieldMiddleware
+	// queryCache holds parsed documents and persisted queries; nil means
+	// one of cfg.QueryCacheBytes (tests pass their own to watch it).
+	queryCache *document.Cache
 }
 
 // newHandler builds the whole HTTP surface; tests use it as the server does.
@@ -384,6 +388,9 @@ func newHandler(api apiConfig) http.Handler {
 	guard := func(h http.Handler) http.Handler { return metrics.RequireToken(api.cfg.MetricsToken, h) }
 	health.Register(mux, api.pool, api.logger, guard)
 	mux.Handle("GET /metrics", guard(m.Handler()))
+	if api.queryCache == nil {
+		api.queryCache = document.NewCache(api.cfg.QueryCacheBytes)
+	}
 	mux.Handle("/query", graph.NewHandler(graph.Options{
 		OnOperation:     m.Operation,
 		Pool:            api.pool,
@@ -396,6 +403,8 @@ func newHandler(api apiConfig) http.Handler {
 		FieldMiddleware: api.fieldMiddleware,
 		AllowedOrigins:  api.cfg.CORSOrigins,
 		Streams:         api.streams,
+		DocumentLimits:  api.cfg.DocumentLimits,
+		DocumentCache:   api.queryCache,
 	}))
 	mux.Handle("GET /{$}", playgroundHandler(api.demoHeader))
 	return mux

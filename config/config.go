@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"chatql/dbpool"
+	"chatql/document"
 )
 
 // Config is the whole of chatql's configuration.
@@ -70,6 +71,12 @@ type Config struct {
 	// such as https://app.example.com, with * allowed in the host, or "*"
 	// for any. Empty, the default, means same-origin only.
 	CORSOrigins []string
+	// DocumentLimits bound every GraphQL document before it is validated
+	// (QUERY_MAX_TOKENS, QUERY_MAX_FIELDS, QUERY_MAX_DEPTH).
+	DocumentLimits document.Limits
+	// QueryCacheBytes bounds the parsed-document and persisted-query cache
+	// (QUERY_CACHE_BYTES).
+	QueryCacheBytes int
 }
 
 // MinJWTSecretLength is the shortest JWT_SECRET accepted: HS256 is only as
@@ -134,6 +141,12 @@ func Load(getenv func(string) string) (Config, error) {
 		JWTTTL:          r.seconds("JWT_TTL", 24*time.Hour, false),
 		AutoProvision:   r.bool("AUTH_AUTO_PROVISION", true),
 		Introspection:   r.bool("GRAPHQL_INTROSPECTION", true),
+		DocumentLimits: document.Limits{
+			Tokens: r.int("QUERY_MAX_TOKENS", document.DefaultMaxTokens, 1),
+			Fields: r.int("QUERY_MAX_FIELDS", document.DefaultMaxFields, 1),
+			Depth:  r.int("QUERY_MAX_DEPTH", document.DefaultMaxDepth, 1),
+		},
+		QueryCacheBytes: r.int("QUERY_CACHE_BYTES", document.DefaultCacheBytes, 1),
 	}
 	if _, set := r.lookup("GRAPHQL_DB_STATS"); set {
 		v := r.bool("GRAPHQL_DB_STATS", false)
