@@ -35,6 +35,17 @@ bench: postgres ## Benchmarks, the load matrix (16/64/256 clients, chatql vs raw
 	$(GO) build -o bin/chatql .
 	$(GO) run ./cmd/chatload bench -chatql bin/chatql -c 16,64,256 -d 20s
 
+# FUZZTIME is how long `make fuzz` runs each fuzz target.
+FUZZTIME ?= 30s
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target in turn for FUZZTIME (default 30s) each
+	$(GO) test -run '^$$' -fuzz '^FuzzCount$$' -fuzztime $(FUZZTIME) ./document
+	$(GO) test -run '^$$' -fuzz '^FuzzParseID$$' -fuzztime $(FUZZTIME) ./chat
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCursor$$' -fuzztime $(FUZZTIME) ./chat
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMessageCursor$$' -fuzztime $(FUZZTIME) ./chat
+	$(GO) test -run '^$$' -fuzz '^FuzzCleanDecodeError$$' -fuzztime $(FUZZTIME) ./web
+
 .PHONY: lint
 lint: ## gofmt, go vet, and check that generated code is up to date
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

@@ -49,6 +49,7 @@ import (
 	"chatql/auth"
 	"chatql/config"
 	"chatql/dbpool"
+	"chatql/document"
 	"chatql/graph"
 	"chatql/load"
 	"chatql/localpg/pgtest"
@@ -148,6 +149,10 @@ type apiOptions struct {
 	env map[string]string
 	// passwords, when set, is the server's bcrypt gate.
 	passwords *auth.Passwords
+	// documentLimits and queryCacheBytes replace the configuration's
+	// (QUERY_MAX_*, QUERY_CACHE_BYTES) when set.
+	documentLimits  document.Limits
+	queryCacheBytes int
 }
 
 func defaultAPIOptions() apiOptions {
@@ -174,6 +179,9 @@ type testAPI struct {
 	// the listener (and waits for it), as a shutdown does.
 	hub     *realtime.Hub
 	stopHub func()
+	// queryCache is the server's parsed-document and persisted-query
+	// cache, watched by the tests of its bound.
+	queryCache *document.Cache
 }
 
 // newAPI starts a server on a fresh database.
@@ -263,6 +271,13 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 	stats := true
 	cfg.AutoProvision, cfg.Introspection, cfg.DBStats, cfg.MetricsToken = o.autoProvision, o.introspection, &stats, o.metricsToken
 	cfg.Pool = o.pool
+	if o.documentLimits != (document.Limits{}) {
+		cfg.DocumentLimits = o.documentLimits
+	}
+	if o.queryCacheBytes != 0 {
+		cfg.QueryCacheBytes = o.queryCacheBytes
+	}
+	a.queryCache = document.NewCache(cfg.QueryCacheBytes)
 	if o.realtime {
 		// The server's own wiring: one connection outside the pool.
 		if a.hub, err = newListener(listenURL, cfg, o.logger); err != nil {
@@ -281,6 +296,7 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		streams:         web.NewStreams(),
 		fieldMiddleware: o.fieldMiddleware,
 		passwords:       o.passwords,
+		queryCache:      a.queryCache,
 	}))
 	if o.server != nil {
 		o.server(a.srv)

@@ -37,6 +37,7 @@ import (
 	"chatql/chat"
 	"chatql/config"
 	"chatql/dbpool"
+	"chatql/document"
 	"chatql/graph"
 	"chatql/health"
 	"chatql/localpg"
@@ -369,6 +370,9 @@ type apiConfig struct {
 	// passwords is the bcrypt gate; nil means auth.DefaultPasswords. Only
 	// tests set it.
 	passwords *auth.Passwords
+	// queryCache holds parsed documents and persisted queries; nil means
+	// one of cfg.QueryCacheBytes (tests pass their own to watch it).
+	queryCache *document.Cache
 }
 
 // newHandler builds the whole HTTP surface; tests use it as the server does.
@@ -387,6 +391,9 @@ func newHandler(api apiConfig) http.Handler {
 	guard := func(h http.Handler) http.Handler { return metrics.RequireToken(api.cfg.MetricsToken, h) }
 	health.Register(mux, api.pool, api.logger, guard)
 	mux.Handle("GET /metrics", guard(m.Handler()))
+	if api.queryCache == nil {
+		api.queryCache = document.NewCache(api.cfg.QueryCacheBytes)
+	}
 	mux.Handle("/query", graph.NewHandler(graph.Options{
 		OnOperation:     m.Operation,
 		Pool:            api.pool,
@@ -407,6 +414,8 @@ func newHandler(api apiConfig) http.Handler {
 			MaxSignUpsPerAddress: api.cfg.SignUpMaxPerAddress,
 		},
 		TrustedProxies: api.cfg.TrustedProxies,
+		DocumentLimits: api.cfg.DocumentLimits,
+		DocumentCache:  api.queryCache,
 	}))
 	mux.Handle("GET /{$}", playgroundHandler(api.demoHeader))
 	return mux

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"chatql/dbpool"
+	"chatql/document"
 	"chatql/web"
 )
 
@@ -83,6 +84,12 @@ type Config struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For or Forwarded
 	// header names the client (TRUSTED_PROXIES); none by default.
 	TrustedProxies web.TrustedProxies
+	// DocumentLimits bound every GraphQL document before it is validated
+	// (QUERY_MAX_TOKENS, QUERY_MAX_FIELDS, QUERY_MAX_DEPTH).
+	DocumentLimits document.Limits
+	// QueryCacheBytes bounds the parsed-document and persisted-query cache
+	// (QUERY_CACHE_BYTES).
+	QueryCacheBytes int
 }
 
 // MinJWTSecretLength is the shortest JWT_SECRET accepted: HS256 is only as
@@ -147,6 +154,12 @@ func Load(getenv func(string) string) (Config, error) {
 		JWTTTL:          r.seconds("JWT_TTL", 24*time.Hour, false),
 		AutoProvision:   r.bool("AUTH_AUTO_PROVISION", true),
 		Introspection:   r.bool("GRAPHQL_INTROSPECTION", true),
+		DocumentLimits: document.Limits{
+			Tokens: r.int("QUERY_MAX_TOKENS", document.DefaultMaxTokens, 1),
+			Fields: r.int("QUERY_MAX_FIELDS", document.DefaultMaxFields, 1),
+			Depth:  r.int("QUERY_MAX_DEPTH", document.DefaultMaxDepth, 1),
+		},
+		QueryCacheBytes: r.int("QUERY_CACHE_BYTES", document.DefaultCacheBytes, 1),
 
 		SignInMaxFailures:         r.int("SIGNIN_MAX_FAILURES", 10, 0),
 		SignInMaxFailuresPerEmail: r.int("SIGNIN_MAX_FAILURES_PER_EMAIL", 100, 0),

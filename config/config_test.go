@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"chatql/dbpool"
+	"chatql/document"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef"
@@ -312,6 +313,34 @@ func TestMaxStatements(t *testing.T) {
 		if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 1 || cfgErr.Problems[0].Var != "DB_MAX_STATEMENTS" ||
 			!strings.Contains(err.Error(), "an integer >= 1") {
 			t.Errorf("DB_MAX_STATEMENTS=%q: err = %v, want one DB_MAX_STATEMENTS problem asking for an integer >= 1", in, err)
+		}
+	}
+}
+
+// TestDocumentLimits: QUERY_MAX_TOKENS, QUERY_MAX_FIELDS, QUERY_MAX_DEPTH
+// and QUERY_CACHE_BYTES default to the document package's defaults, take
+// positive integers, and refuse anything else as one problem each naming
+// the variable.
+func TestDocumentLimits(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DocumentLimits != (document.Limits{}).WithDefaults() || c.QueryCacheBytes != document.DefaultCacheBytes {
+		t.Errorf("defaults: %+v, %d bytes", c.DocumentLimits, c.QueryCacheBytes)
+	}
+	c, err = Load(env(map[string]string{"QUERY_MAX_TOKENS": "2000", "QUERY_MAX_FIELDS": "100", "QUERY_MAX_DEPTH": "10", "QUERY_CACHE_BYTES": "1048576"}))
+	if err != nil || c.DocumentLimits != (document.Limits{Tokens: 2000, Fields: 100, Depth: 10}) || c.QueryCacheBytes != 1<<20 {
+		t.Errorf("set: %+v, %d bytes, %v", c.DocumentLimits, c.QueryCacheBytes, err)
+	}
+	for _, name := range []string{"QUERY_MAX_TOKENS", "QUERY_MAX_FIELDS", "QUERY_MAX_DEPTH", "QUERY_CACHE_BYTES"} {
+		for _, in := range []string{"0", "-5", "lots", "1.5"} {
+			_, err := Load(env(map[string]string{name: in}))
+			var cfgErr *Error
+			if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 1 || cfgErr.Problems[0].Var != name ||
+				!strings.Contains(cfgErr.Problems[0].Want, "integer >= 1") {
+				t.Errorf("%s=%q: err = %v, want one %s problem asking for an integer >= 1", name, in, err, name)
+			}
 		}
 	}
 }

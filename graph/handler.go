@@ -11,12 +11,11 @@ import (
 	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
-	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	coderws "github.com/coder/websocket"
-	"github.com/vektah/gqlparser/v2/ast"
 
 	"chatql/auth"
+	"chatql/document"
 	"chatql/graph/model"
 	"chatql/web"
 )
@@ -49,12 +48,16 @@ func init() {
 
 // NewHandler returns the GraphQL endpoint: websocket (subscriptions), GET
 // and POST transports, CORS and the websocket Origin check for
-// opts.AllowedOrigins, a parsed-query cache, automatic persisted queries, a
-// complexity limit, one signIn or signUp per operation, introspection when
-// enabled, and the operation middleware.
+// opts.AllowedOrigins, the document limits, a parsed-query cache,
+// automatic persisted queries, a complexity limit, one signIn or signUp
+// per operation, introspection when enabled, and the operation middleware.
 func NewHandler(opts Options) http.Handler {
 	if opts.ComplexityLimit == 0 {
 		opts.ComplexityLimit = DefaultComplexityLimit
+	}
+	opts.DocumentLimits = opts.DocumentLimits.WithDefaults()
+	if opts.DocumentCache == nil {
+		opts.DocumentCache = document.NewCache(document.DefaultCacheBytes)
 	}
 	if opts.Streams == nil {
 		opts.Streams = web.NewStreams()
@@ -91,7 +94,13 @@ func NewHandler(opts Options) http.Handler {
 	// SSE must come before POST: POST does not look at Accept.
 	srv.AddTransport(transport.SSE{KeepAlivePingInterval: wsPingInterval})
 	srv.AddTransport(transport.POST{})
-	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	// The parsed-document cache and the persisted queries share one budget
+	// in bytes; gqlgen caches a document once it is validated (so one
+	// refused later by the complexity limit stays, within the budget), and
+	// the persisted queries keep a text only once its operation was
+	// accepted.
+	srv.SetQueryCache(opts.DocumentCache.Documents())
+	srv.SetParserTokenLimit(opts.DocumentLimits.Tokens)
 	srv.SetErrorPresenter(errorPresenter(opts.Logger))
 	srv.SetRecoverFunc(recoverFunc(opts.Logger))
 	if opts.Introspection {
@@ -99,7 +108,10 @@ func NewHandler(opts Options) http.Handler {
 	} else {
 		srv.Use(noIntrospection{})
 	}
-	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](1000)})
+	// Order matters: the persisted queries turn a hash into its query,
+	// which the guard then checks before gqlgen validates it.
+	srv.Use(document.PersistedQueries{Cache: opts.DocumentCache.Queries()})
+	srv.Use(document.Guard{Limits: opts.DocumentLimits, Cache: opts.DocumentCache.Documents()})
 	srv.Use(subscriptionTransports{})
 	srv.Use(&strictVariables{})
 	srv.Use(oneSignIn{})

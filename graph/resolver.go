@@ -13,6 +13,7 @@ import (
 
 	"chatql/auth"
 	"chatql/dbpool"
+	"chatql/document"
 	"chatql/realtime"
 	"chatql/web"
 )
@@ -35,6 +36,12 @@ type Options struct {
 	// ComplexityLimit refuses operations costlier than this; 0 means
 	// DefaultComplexityLimit.
 	ComplexityLimit int
+	// DocumentLimits bound a document's tokens, selections and depth
+	// before it is validated; zero fields mean the defaults.
+	DocumentLimits document.Limits
+	// DocumentCache holds parsed documents and persisted queries within a
+	// budget in bytes; nil means a cache of document.DefaultCacheBytes.
+	DocumentCache *document.Cache
 	// OnOperation, when set, is told each query and mutation's type,
 	// outcome ("ok" or the first error code) and duration (for metrics).
 	OnOperation func(opType, outcome string, d time.Duration)
