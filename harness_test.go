@@ -144,6 +144,11 @@ type apiOptions struct {
 	realtime bool
 	// server adjusts the HTTP server before it starts.
 	server func(*httptest.Server)
+	// env holds environment variables for config.Load, as a deployment
+	// would set them (SIGNIN_MAX_FAILURES, TRUSTED_PROXIES, ...).
+	env map[string]string
+	// passwords, when set, is the server's bcrypt gate.
+	passwords *auth.Passwords
 	// documentLimits and queryCacheBytes replace the configuration's
 	// (QUERY_MAX_*, QUERY_CACHE_BYTES) when set.
 	documentLimits  document.Limits
@@ -258,7 +263,7 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		if name == "CORS_ORIGINS" {
 			return o.corsOrigins
 		}
-		return ""
+		return o.env[name]
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -290,6 +295,7 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		hub:             a.hub,
 		streams:         web.NewStreams(),
 		fieldMiddleware: o.fieldMiddleware,
+		passwords:       o.passwords,
 		queryCache:      a.queryCache,
 	}))
 	if o.server != nil {

@@ -367,6 +367,9 @@ type apiConfig struct {
 	streams *web.Streams
 	// fieldMiddleware wraps every resolver; only tests set it.
 	fieldMiddleware graphql.FieldMiddleware
+	// passwords is the bcrypt gate; nil means auth.DefaultPasswords. Only
+	// tests set it.
+	passwords *auth.Passwords
 	// queryCache holds parsed documents and persisted queries; nil means
 	// one of cfg.QueryCacheBytes (tests pass their own to watch it).
 	queryCache *document.Cache
@@ -403,8 +406,16 @@ func newHandler(api apiConfig) http.Handler {
 		FieldMiddleware: api.fieldMiddleware,
 		AllowedOrigins:  api.cfg.CORSOrigins,
 		Streams:         api.streams,
-		DocumentLimits:  api.cfg.DocumentLimits,
-		DocumentCache:   api.queryCache,
+		Passwords:       api.passwords,
+		SignInLimits: graph.SignInLimits{
+			MaxFailures:          api.cfg.SignInMaxFailures,
+			MaxFailuresPerEmail:  api.cfg.SignInMaxFailuresPerEmail,
+			Window:               api.cfg.SignInWindow,
+			MaxSignUpsPerAddress: api.cfg.SignUpMaxPerAddress,
+		},
+		TrustedProxies: api.cfg.TrustedProxies,
+		DocumentLimits: api.cfg.DocumentLimits,
+		DocumentCache:  api.queryCache,
 	}))
 	mux.Handle("GET /{$}", playgroundHandler(api.demoHeader))
 	return mux

@@ -1,11 +1,13 @@
 package auth_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -335,10 +337,107 @@ func TestDummyCheck(t *testing.T) {
 	// It has no result to check; it must not panic, and must cost about
 	// what a real check does (a bcrypt comparison is milliseconds, a
 	// skipped one microseconds).
-	auth.DummyCheck("warm up the lazily computed hash")
+	p := auth.NewPasswords(1, 0)
+	ctx := context.Background()
+	if err := p.DummyCheck(ctx, "warm up the lazily computed hash"); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
-	auth.DummyCheck("whatever")
+	if err := p.DummyCheck(ctx, "whatever"); err != nil {
+		t.Fatal(err)
+	}
 	if d := time.Since(start); d < time.Millisecond {
 		t.Errorf("DummyCheck took %v; want a real bcrypt comparison", d)
+	}
+}
+
+// TestPasswordsGate: Hash and Check run under the gate; with every slot
+// held and the queue full they fail at once with ErrBusy, a waiting one
+// gives up with its context, and released slots serve again.
+func TestPasswordsGate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := auth.NewPasswords(1, 1)
+	hash, err := p.Hash(ctx, "correct horse")
+	if err != nil {
+		t.Fatalf("Hash: %v", err)
+	}
+	if ok, err := p.Check(ctx, hash, "correct horse"); !ok || err != nil {
+		t.Fatalf("Check = %v, %v; want true, nil", ok, err)
+	}
+	if _, err := p.Hash(ctx, strings.Repeat("p", 73)); !errors.Is(err, auth.ErrPasswordTooLong) {
+		t.Errorf("Hash(73 bytes) err = %v, want ErrPasswordTooLong", err)
+	}
+
+	release, err := p.Acquire(ctx) // the running slot
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One may wait in the queue; it gives up with its context.
+	waitCtx, cancel := context.WithCancel(ctx)
+	waited := make(chan error, 1)
+	go func() {
+		_, err := p.Check(waitCtx, hash, "correct horse")
+		waited <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.InGate() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the waiter did not queue: %d in the gate", p.InGate())
+		}
+		runtime.Gosched()
+	}
+	if _, err := p.Check(ctx, hash, "correct horse"); !errors.Is(err, auth.ErrBusy) {
+		t.Errorf("Check with the gate full: err = %v, want ErrBusy", err)
+	}
+	if _, err := p.Hash(ctx, "another one"); !errors.Is(err, auth.ErrBusy) {
+		t.Errorf("Hash with the gate full: err = %v, want ErrBusy", err)
+	}
+	if err := p.DummyCheck(ctx, "another one"); !errors.Is(err, auth.ErrBusy) {
+		t.Errorf("DummyCheck with the gate full: err = %v, want ErrBusy", err)
+	}
+	cancel()
+	if err := <-waited; !errors.Is(err, context.Canceled) {
+		t.Errorf("queued Check err = %v, want context.Canceled", err)
+	}
+	release()
+	release() // idempotent
+	if ok, err := p.Check(ctx, hash, "wrong"); ok || err != nil {
+		t.Errorf("Check after release = %v, %v; want false, nil", ok, err)
+	}
+}
+
+// TestPasswordsTurn: Admit takes a place without waiting (ErrBusy when
+// the gate is full), Release gives an unused one back, and a turn serves
+// once.
+func TestPasswordsTurn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := auth.NewPasswords(1, 1)
+	t1, err := p.Admit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, err := p.Admit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Admit(); !errors.Is(err, auth.ErrBusy) {
+		t.Errorf("third Admit: err = %v, want ErrBusy", err)
+	}
+	t2.Release()
+	t2.Release()
+	if n := p.InGate(); n != 1 {
+		t.Errorf("InGate after a release = %d, want 1", n)
+	}
+	if err := t1.DummyCheck(ctx, "whatever"); err != nil {
+		t.Errorf("DummyCheck: %v", err)
+	}
+	if err := t1.DummyCheck(ctx, "again"); err == nil {
+		t.Error("a turn used twice: no error")
+	}
+	t1.Release()
+	if n := p.InGate(); n != 0 {
+		t.Errorf("InGate after use = %d, want 0", n)
 	}
 }

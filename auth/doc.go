@@ -1,5 +1,5 @@
 // Package auth verifies and issues chatql access tokens and hashes
-// passwords.
+// passwords, under a concurrency limit ([Passwords]).
 //
 // Two kinds of bearer token are accepted, both HS256 and both signed with the
 // one configured secret (JWT_SECRET):

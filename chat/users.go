@@ -45,10 +45,12 @@ type Account struct {
 	email, displayName, hash string
 }
 
-// NewAccount validates a sign-up and hashes its password. It needs no
-// database: call it before borrowing a connection, so that the deliberately
-// slow hashing holds none.
-func NewAccount(in SignUpInput) (Account, error) {
+// NewAccount validates a sign-up and hashes its password with passwords
+// (under its concurrency limit: auth.ErrBusy when that is full, ctx's
+// error if ctx ends while it waits). It needs no database: call it before
+// borrowing a connection, so that the deliberately slow hashing holds
+// none. Invalid input is refused before any hashing.
+func NewAccount(ctx context.Context, passwords *auth.Passwords, in SignUpInput) (Account, error) {
 	email, err := normalizeEmail("email", in.Email)
 	if err != nil {
 		return Account{}, err
@@ -60,7 +62,7 @@ func NewAccount(in SignUpInput) (Account, error) {
 	if err := textLength("password", in.Password, MinPasswordLength, 1<<10); err != nil {
 		return Account{}, err
 	}
-	hash, err := auth.HashPassword(in.Password)
+	hash, err := passwords.Hash(ctx, in.Password)
 	if errors.Is(err, auth.ErrPasswordTooLong) {
 		return Account{}, badInput("password", "must be at most 72 bytes")
 	}
@@ -111,15 +113,30 @@ func LookupCredentials(ctx context.Context, db dbpool.DB, email string) (Credent
 	return c, nil
 }
 
-// Check compares password with the stored hash. An unknown email and a
-// wrong password are both ErrBadCredentials, and take the same time. It
-// needs no database: run it after giving the connection back.
-func (c Credentials) Check(password string) (User, error) {
+// PasswordChecker checks passwords under the server's bcrypt limit: an
+// *auth.Passwords, or an *auth.Turn admitted before the lookup.
+type PasswordChecker interface {
+	Check(ctx context.Context, hash, password string) (bool, error)
+	DummyCheck(ctx context.Context, password string) error
+}
+
+// Check compares password with the stored hash, with passwords (under its
+// concurrency limit). An unknown email and a wrong password are both
+// ErrBadCredentials, and take the same time; any other error (auth.ErrBusy,
+// ctx's) is no verdict. It needs no database: run it after giving the
+// connection back.
+func (c Credentials) Check(ctx context.Context, passwords PasswordChecker, password string) (User, error) {
 	if c.hash == nil {
-		auth.DummyCheck(password)
+		if err := passwords.DummyCheck(ctx, password); err != nil {
+			return User{}, err
+		}
 		return User{}, ErrBadCredentials
 	}
-	if !auth.CheckPassword(*c.hash, password) {
+	ok, err := passwords.Check(ctx, *c.hash, password)
+	if err != nil {
+		return User{}, err
+	}
+	if !ok {
 		return User{}, ErrBadCredentials
 	}
 	return c.user, nil

@@ -172,7 +172,7 @@ func testProvision(t *testing.T, w *world) {
 // a second sign-up is ErrConflict and stores nothing.
 func testSignUp(t *testing.T, w *world) {
 	// One account only: NewAccount hashes at the real cost.
-	account, err := chat.NewAccount(chat.SignUpInput{Email: " Alice@EXAMPLE.com ", Password: "another password", DisplayName: "Other"})
+	account, err := chat.NewAccount(t.Context(), auth.NewPasswords(1, 0), chat.SignUpInput{Email: " Alice@EXAMPLE.com ", Password: "another password", DisplayName: "Other"})
 	if err != nil {
 		t.Fatalf("NewAccount: %v", err)
 	}
@@ -192,6 +192,7 @@ func testSignIn(t *testing.T, w *world) {
 	t.Parallel()
 	const password = "correct horse"
 	pat := w.newUserWithPassword(t, "Pat", password)
+	passwords := auth.DefaultPasswords()
 	tests := []struct {
 		name, email, password string
 		ok                    bool
@@ -208,7 +209,7 @@ func testSignIn(t *testing.T, w *world) {
 			if err != nil {
 				t.Fatalf("LookupCredentials: %v", err)
 			}
-			u, err := creds.Check(tt.password)
+			u, err := creds.Check(t.Context(), passwords, tt.password)
 			switch {
 			case tt.ok && err != nil:
 				t.Errorf("Check: %v", err)

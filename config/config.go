@@ -19,6 +19,7 @@ import (
 
 	"chatql/dbpool"
 	"chatql/document"
+	"chatql/web"
 )
 
 // Config is the whole of chatql's configuration.
@@ -71,6 +72,18 @@ type Config struct {
 	// such as https://app.example.com, with * allowed in the host, or "*"
 	// for any. Empty, the default, means same-origin only.
 	CORSOrigins []string
+
+	// SignInMaxFailures is how many failed sign-ins one email may have
+	// from one client address per SignInWindow; SignInMaxFailuresPerEmail
+	// from all addresses together. SignUpMaxPerAddress is how many
+	// sign-ups one address may attempt per hour. 0 means no limit.
+	SignInMaxFailures         int
+	SignInMaxFailuresPerEmail int
+	SignInWindow              time.Duration
+	SignUpMaxPerAddress       int
+	// TrustedProxies are the proxies whose X-Forwarded-For or Forwarded
+	// header names the client (TRUSTED_PROXIES); none by default.
+	TrustedProxies web.TrustedProxies
 	// DocumentLimits bound every GraphQL document before it is validated
 	// (QUERY_MAX_TOKENS, QUERY_MAX_FIELDS, QUERY_MAX_DEPTH).
 	DocumentLimits document.Limits
@@ -147,6 +160,18 @@ func Load(getenv func(string) string) (Config, error) {
 			Depth:  r.int("QUERY_MAX_DEPTH", document.DefaultMaxDepth, 1),
 		},
 		QueryCacheBytes: r.int("QUERY_CACHE_BYTES", document.DefaultCacheBytes, 1),
+
+		SignInMaxFailures:         r.int("SIGNIN_MAX_FAILURES", 10, 0),
+		SignInMaxFailuresPerEmail: r.int("SIGNIN_MAX_FAILURES_PER_EMAIL", 100, 0),
+		SignInWindow:              r.seconds("SIGNIN_WINDOW", 15*time.Minute, false),
+		SignUpMaxPerAddress:       r.int("SIGNUP_MAX_PER_ADDRESS", 20, 0),
+		TrustedProxies:            r.trustedProxies("TRUSTED_PROXIES"),
+	}
+	if c.SignInMaxFailures > 0 && c.SignInMaxFailuresPerEmail > 0 && c.SignInMaxFailuresPerEmail < c.SignInMaxFailures {
+		// The per-email count includes every address's: below the
+		// per-address limit it would be the only one.
+		r.problem("SIGNIN_MAX_FAILURES_PER_EMAIL", strconv.Itoa(c.SignInMaxFailuresPerEmail),
+			fmt.Sprintf("at least SIGNIN_MAX_FAILURES (%d), or 0 for no per-email limit", c.SignInMaxFailures))
 	}
 	if _, set := r.lookup("GRAPHQL_DB_STATS"); set {
 		v := r.bool("GRAPHQL_DB_STATS", false)
@@ -364,6 +389,20 @@ func validOrigin(o string) bool {
 	// The websocket check matches patterns with path.Match.
 	_, err := path.Match(o, "")
 	return err == nil
+}
+
+// trustedProxies reads a comma-separated list of CIDRs and addresses.
+func (r *reader) trustedProxies(name string) web.TrustedProxies {
+	v, ok := r.lookup(name)
+	if !ok {
+		return web.TrustedProxies{}
+	}
+	t, err := web.ParseTrustedProxies(v)
+	if err != nil {
+		r.problem(name, strconv.Quote(v), "comma-separated CIDRs or IP addresses of your proxies, such as 10.0.0.0/8,127.0.0.1 ("+err.Error()+")")
+		return web.TrustedProxies{}
+	}
+	return t
 }
 
 // listenAddr is LISTEN_ADDR when set, else all interfaces on PORT.

@@ -344,3 +344,49 @@ func TestDocumentLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestSignInLimits: the sign-in and sign-up limits default to 10 failures
+// per email and address and 100 per email per 15 minutes, 20 sign-ups per
+// address; 0 turns one off; bad values, and a per-email limit below the
+// per-address one, are problems naming their variable.
+func TestSignInLimits(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SignInMaxFailures != 10 || c.SignInMaxFailuresPerEmail != 100 || c.SignInWindow != 15*time.Minute ||
+		c.SignUpMaxPerAddress != 20 || !c.TrustedProxies.Empty() {
+		t.Errorf("defaults: failures %d, per email %d, window %v, sign-ups %d, trusted %q",
+			c.SignInMaxFailures, c.SignInMaxFailuresPerEmail, c.SignInWindow, c.SignUpMaxPerAddress, c.TrustedProxies)
+	}
+	c, err = Load(env(map[string]string{
+		"SIGNIN_MAX_FAILURES": "5", "SIGNIN_MAX_FAILURES_PER_EMAIL": "0", "SIGNIN_WINDOW": "1h",
+		"SIGNUP_MAX_PER_ADDRESS": "0", "TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SignInMaxFailures != 5 || c.SignInMaxFailuresPerEmail != 0 || c.SignInWindow != time.Hour ||
+		c.SignUpMaxPerAddress != 0 || c.TrustedProxies.String() != "10.0.0.0/8,127.0.0.1/32" {
+		t.Errorf("set: failures %d, per email %d, window %v, sign-ups %d, trusted %q",
+			c.SignInMaxFailures, c.SignInMaxFailuresPerEmail, c.SignInWindow, c.SignUpMaxPerAddress, c.TrustedProxies)
+	}
+	for _, tc := range []struct {
+		vars map[string]string
+		name string
+	}{
+		{map[string]string{"SIGNIN_MAX_FAILURES": "-1"}, "SIGNIN_MAX_FAILURES"},
+		{map[string]string{"SIGNIN_MAX_FAILURES_PER_EMAIL": "many"}, "SIGNIN_MAX_FAILURES_PER_EMAIL"},
+		{map[string]string{"SIGNIN_MAX_FAILURES": "20", "SIGNIN_MAX_FAILURES_PER_EMAIL": "10"}, "SIGNIN_MAX_FAILURES_PER_EMAIL"},
+		{map[string]string{"SIGNIN_WINDOW": "0"}, "SIGNIN_WINDOW"},
+		{map[string]string{"SIGNIN_WINDOW": "soon"}, "SIGNIN_WINDOW"},
+		{map[string]string{"SIGNUP_MAX_PER_ADDRESS": "1.5"}, "SIGNUP_MAX_PER_ADDRESS"},
+		{map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,proxy.internal"}, "TRUSTED_PROXIES"},
+	} {
+		_, err := Load(env(tc.vars))
+		var cfgErr *Error
+		if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 1 || cfgErr.Problems[0].Var != tc.name {
+			t.Errorf("%v: err = %v, want one %s problem", tc.vars, err, tc.name)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -14,6 +15,7 @@ import (
 	"chatql/auth"
 	"chatql/chat"
 	"chatql/dbpool"
+	"chatql/web"
 )
 
 // Error codes: every error a client sees carries one in extensions.code.
@@ -36,6 +38,10 @@ const (
 	// CodeTooManyStatements: the operation (or subscription event) needed
 	// more SQL statements than DB_MAX_STATEMENTS allows.
 	CodeTooManyStatements = "TOO_MANY_STATEMENTS"
+	// CodeRateLimited: a sign-in or sign-up over its client's limit, or
+	// one the password gate has no room for. HTTP 429 with Retry-After,
+	// and extensions.retryAfter (seconds) for websocket clients.
+	CodeRateLimited = "RATE_LIMITED"
 )
 
 // errSignInRequired is returned where a viewer is needed and none signed in.
@@ -45,9 +51,14 @@ var errSignInRequired = fmt.Errorf("sign-in required: %w", auth.ErrUnauthenticat
 // client may see. Only classified errors keep their own message.
 func classify(err error) (code, message string) {
 	var input *chat.InputError
+	var limited *rateLimitedError
 	switch {
 	case errors.As(err, &input):
 		return CodeBadUserInput, input.Error()
+	case errors.As(err, &limited):
+		return CodeRateLimited, limited.Error()
+	case errors.Is(err, auth.ErrBusy):
+		return CodeRateLimited, "the server is busy checking passwords: retry in a second"
 	case errors.Is(err, errNoRealtime):
 		return CodeRealtimeDisabled, "this server does not deliver messageAdded (REALTIME=off); poll the messages query instead"
 	case errors.Is(err, chat.ErrNotFound):
@@ -121,6 +132,10 @@ func errorPresenter(logger *slog.Logger) graphql.ErrorPresenterFunc {
 		var input *chat.InputError
 		if errors.As(cause, &input) {
 			gqlErr.Extensions["field"] = input.Field
+		}
+		if wait, ok := retryAfter(cause); ok {
+			// Websocket clients see no Retry-After header.
+			gqlErr.Extensions["retryAfter"], _ = strconv.Atoi(web.RetryAfterSeconds(wait))
 		}
 		return gqlErr
 	}

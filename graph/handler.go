@@ -49,8 +49,8 @@ func init() {
 // NewHandler returns the GraphQL endpoint: websocket (subscriptions), GET
 // and POST transports, CORS and the websocket Origin check for
 // opts.AllowedOrigins, the document limits, a parsed-query cache,
-// automatic persisted queries, a complexity limit, introspection when
-// enabled, and the operation middleware.
+// automatic persisted queries, a complexity limit, one signIn or signUp
+// per operation, introspection when enabled, and the operation middleware.
 func NewHandler(opts Options) http.Handler {
 	if opts.ComplexityLimit == 0 {
 		opts.ComplexityLimit = DefaultComplexityLimit
@@ -62,11 +62,15 @@ func NewHandler(opts Options) http.Handler {
 	if opts.Streams == nil {
 		opts.Streams = web.NewStreams()
 	}
+	if opts.Passwords == nil {
+		opts.Passwords = auth.DefaultPasswords()
+	}
 	state := &handlerState{
 		opts:       opts,
 		retryAfter: strconv.Itoa(max(1, int(opts.Pool.Config().Timeout.Seconds()/2))),
 	}
-	cfg := Config{Resolvers: &Resolver{opts: opts, messages: newAnnouncements(opts.Pool)}}
+	cfg := Config{Resolvers: &Resolver{opts: opts, messages: newAnnouncements(opts.Pool),
+		signIns: newSignInGuard(opts.SignInLimits, nil)}}
 	setComplexity(&cfg.Complexity, statementCost(opts.ComplexityLimit, opts.Pool.Config().MaxStatements))
 
 	srv := handler.New(NewExecutableSchema(cfg))
@@ -110,6 +114,7 @@ func NewHandler(opts Options) http.Handler {
 	srv.Use(document.Guard{Limits: opts.DocumentLimits, Cache: opts.DocumentCache.Documents()})
 	srv.Use(subscriptionTransports{})
 	srv.Use(&strictVariables{})
+	srv.Use(oneSignIn{})
 	srv.Use(extension.FixedComplexityLimit(opts.ComplexityLimit))
 	srv.AroundOperations(state.aroundOperations)
 	if opts.FieldMiddleware != nil {
@@ -120,6 +125,7 @@ func NewHandler(opts Options) http.Handler {
 		Streams:          opts.Streams,
 		ForbiddenCode:    CodeForbidden,
 		RequestErrorCode: CodeBadUserInput,
+		TrustedProxies:   opts.TrustedProxies,
 	})
 }
 

@@ -41,6 +41,26 @@ func (r *mutationResolver) writeConversation(ctx context.Context, fn func(ctx co
 	return &conv, nil
 }
 
+// signIn checks input's email and password. A place at the password gate
+// is taken first, so that a full gate refuses the attempt before it
+// borrows a connection; the account is then looked up on the operation's
+// connection, which goes back before the password is checked (slow on
+// purpose, and possibly waiting for a running slot).
+func (r *mutationResolver) signIn(ctx context.Context, input model.SignInInput) (chat.User, error) {
+	turn, err := r.opts.Passwords.Admit()
+	if err != nil {
+		return chat.User{}, err
+	}
+	defer turn.Release() // when the lookup fails
+	op := operationFrom(ctx)
+	creds, err := chat.LookupCredentials(ctx, op.scope, input.Email)
+	if err != nil {
+		return chat.User{}, err
+	}
+	op.scope.Yield()
+	return creds.Check(ctx, turn, input.Password)
+}
+
 func (r *mutationResolver) authPayload(user chat.User) (*model.AuthPayload, error) {
 	token, expires, err := r.opts.Tokens.Issue(user.ID)
 	if err != nil {

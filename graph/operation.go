@@ -136,11 +136,18 @@ func (h *handlerState) subscriptionEvent(ctx context.Context, op *operation, res
 }
 
 // annotate adds the operation's database cost to the response, and marks
-// the HTTP response 503 when it failed for want of a connection.
+// the HTTP response 503 when it failed for want of a connection, 429 when
+// it was over a limit.
 func (h *handlerState) annotate(ctx context.Context, op *operation, resp *graphql.Response) {
 	for _, e := range resp.Errors {
 		if code, _ := e.Extensions["code"].(string); code == CodePoolTimeout || code == CodeUnavailable {
 			web.SetUnavailable(ctx, h.retryAfter)
+			break
+		}
+	}
+	for _, e := range resp.Errors {
+		if wait, ok := retryAfter(e.Err); ok {
+			web.SetRateLimited(ctx, wait)
 			break
 		}
 	}

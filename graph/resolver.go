@@ -58,6 +58,15 @@ type Options struct {
 	// Streams, when set, registers the handler's websockets and SSE
 	// streams, so that the server can end them when it shuts down.
 	Streams *web.Streams
+	// Passwords runs signUp's and signIn's bcrypt under a concurrency
+	// limit; nil means auth.DefaultPasswords.
+	Passwords *auth.Passwords
+	// SignInLimits limit failed sign-ins and sign-ups per client; the zero
+	// value limits nothing.
+	SignInLimits SignInLimits
+	// TrustedProxies are the proxies whose X-Forwarded-For or Forwarded
+	// header says who the client is (for SignInLimits); none by default.
+	TrustedProxies web.TrustedProxies
 }
 
 // Resolver holds the long-lived dependencies of the resolvers. Nothing
@@ -67,4 +76,6 @@ type Resolver struct {
 	// messages loads announced messages for messageAdded subscribers:
 	// shared by them all, and holding no connection.
 	messages *announcements
+	// signIns counts sign-in failures and sign-ups per client.
+	signIns *signInGuard
 }

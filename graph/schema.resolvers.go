@@ -50,11 +50,16 @@ func (r *messageResolver) Conversation(ctx context.Context, obj *chat.Message) (
 }
 
 func (r *mutationResolver) SignUp(ctx context.Context, input model.SignUpInput) (*model.AuthPayload, error) {
+	undo, err := r.signIns.beginSignUp(ctx)
+	if err != nil {
+		return nil, err
+	}
 	// Validate and hash before borrowing: hashing is slow on purpose.
-	account, err := chat.NewAccount(chat.SignUpInput{
+	account, err := chat.NewAccount(ctx, r.opts.Passwords, chat.SignUpInput{
 		Email: input.Email, Password: input.Password, DisplayName: input.DisplayName,
 	})
 	if err != nil {
+		undo() // nothing was hashed
 		return nil, err
 	}
 	op := operationFrom(ctx)
@@ -67,14 +72,13 @@ func (r *mutationResolver) SignUp(ctx context.Context, input model.SignUpInput) 
 }
 
 func (r *mutationResolver) SignIn(ctx context.Context, input model.SignInInput) (*model.AuthPayload, error) {
-	op := operationFrom(ctx)
-	creds, err := chat.LookupCredentials(ctx, op.scope, input.Email)
+	// Limits first: a refused attempt costs no connection and no bcrypt.
+	attempt, err := r.signIns.beginSignIn(ctx, input.Email)
 	if err != nil {
 		return nil, err
 	}
-	// Checking the password is slow on purpose: hold no connection meanwhile.
-	op.scope.Yield()
-	user, err := creds.Check(input.Password)
+	user, err := r.signIn(ctx, input)
+	attempt.end(err)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,9 @@ type httpStatus struct {
 	mu          sync.Mutex
 	unavailable bool
 	retryAfter  string
+	// rateLimited: the client is over a limit (429); retryAfter says for
+	// how long.
+	rateLimited bool
 	tooLarge    bool
 	// timedOut: the body did not arrive within the server's ReadTimeout.
 	timedOut bool
@@ -39,6 +43,23 @@ func SetUnavailable(ctx context.Context, retryAfter string) {
 		s.unavailable, s.retryAfter = true, retryAfter
 		s.mu.Unlock()
 	}
+}
+
+// SetRateLimited marks the response 429 with Retry-After, the seconds
+// until the client may try again (rounded up, at least 1); it is a no-op
+// outside HTTP (websocket operations have no status).
+func SetRateLimited(ctx context.Context, retryAfter time.Duration) {
+	if s, ok := ctx.Value(httpStatusKey{}).(*httpStatus); ok {
+		s.mu.Lock()
+		s.rateLimited, s.retryAfter = true, RetryAfterSeconds(retryAfter)
+		s.mu.Unlock()
+	}
+}
+
+// RetryAfterSeconds is d as a Retry-After value: whole seconds, rounded
+// up, at least 1.
+func RetryAfterSeconds(d time.Duration) string {
+	return strconv.FormatInt(max(1, int64((d+time.Second-1)/time.Second)), 10)
 }
 
 // statusWriter applies the decided status to the first WriteHeader/Write.
@@ -72,6 +93,14 @@ func (w *statusWriter) WriteHeader(code int) {
 		// The transport answers a body it could not read with 200 and the
 		// read error, which names the server's socket addresses.
 		code = http.StatusRequestTimeout
+	case w.status.rateLimited && code == http.StatusOK:
+		// Decided here, not by the transport: the body already has its
+		// codes, so it is written as it comes.
+		w.Header().Set("Retry-After", w.status.retryAfter)
+		w.code = http.StatusTooManyRequests
+		w.status.mu.Unlock()
+		w.ResponseWriter.WriteHeader(w.code)
+		return
 	case w.status.unavailable && code == http.StatusOK:
 		w.Header().Set("Retry-After", w.status.retryAfter)
 		code = http.StatusServiceUnavailable

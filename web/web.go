@@ -1,5 +1,6 @@
-// Package web is chatql's HTTP edge for the GraphQL endpoint: the body
-// limit and the status a response gets, CORS and the origin policy, the
+// Package web is chatql's HTTP edge for the GraphQL endpoint: who the
+// client is (its address, behind trusted proxies), the body limit and the
+// status a response gets, CORS and the origin policy, the
 // websocket implementation, and the registry of long-lived streams
 // (websockets and SSE) that shutdown ends. It knows nothing of GraphQL:
 // package graph builds the gqlgen handler and wraps it with Wrap; the
@@ -26,14 +27,19 @@ type Options struct {
 	// RequestErrorCode is given to the errors of a 4xx response that carry
 	// no code (the transport's own: a body it cannot decode, say).
 	RequestErrorCode string
+	// TrustedProxies are the proxies whose X-Forwarded-For or Forwarded
+	// header gives ClientAddr; the zero value trusts none.
+	TrustedProxies TrustedProxies
 }
 
-// Wrap puts next, a GraphQL handler, behind the edge: the origin policy
-// first, then the body limit and status plumbing, the SSE registry, and a
-// slot that lets a websocket's operations reach their socket.
+// Wrap puts next, a GraphQL handler, behind the edge: the client's address
+// (ClientAddr) first, the origin policy, then the body limit and status
+// plumbing, the SSE registry, and a slot that lets a websocket's
+// operations reach their socket.
 func Wrap(next http.Handler, opts Options) http.Handler {
 	next = withSocketSlot(next)
 	next = withSSE(opts.Streams, next)
 	next = withHTTPStatus(opts.RequestErrorCode, next)
-	return withCORS(newOriginPolicy(opts.AllowedOrigins), opts.ForbiddenCode, next)
+	next = withCORS(newOriginPolicy(opts.AllowedOrigins), opts.ForbiddenCode, next)
+	return withClientAddr(opts.TrustedProxies, next)
 }
