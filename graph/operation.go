@@ -181,7 +181,7 @@ func (h *handlerState) newOperation(ctx context.Context, opCtx *graphql.Operatio
 	} else if raw, ok, err := auth.FromHeader(opCtx.Headers.Get("Authorization")); err != nil {
 		op.tokenErr = err
 	} else if ok {
-		op.identity, op.tokenErr = h.opts.Tokens.Verify(raw)
+		op.identity, op.tokenErr = h.opts.Tokens.Verify(ctx, raw)
 		op.hasIdentity = op.tokenErr == nil
 	}
 	op.loadViewer = func(ctx context.Context) (chat.User, error) { return h.loadViewer(ctx, op) }
