@@ -143,6 +143,11 @@ type apiOptions struct {
 	realtime bool
 	// server adjusts the HTTP server before it starts.
 	server func(*httptest.Server)
+	// tokenOptions, when set, configure the verifier (an issuer, a key
+	// set); the secret stays apiSecret.
+	tokenOptions []auth.Option
+	// refuseAnonymous is AUTH_ALLOW_ANONYMOUS=false.
+	refuseAnonymous bool
 }
 
 func defaultAPIOptions() apiOptions {
@@ -227,6 +232,12 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		f(&o)
 	}
 	o.pool.ApplicationName = "chatql-api-" + randomSuffix(6)
+	if o.tokenOptions != nil {
+		var err error
+		if tokens, err = auth.NewTokens(apiSecret, time.Hour, o.tokenOptions...); err != nil {
+			t.Fatal(err)
+		}
+	}
 	a := &testAPI{t: t, counter: &statementCounter{}, appName: o.pool.ApplicationName, dbURL: dbURL, admin: admin, tokens: tokens}
 	poolURL := dbURL
 	if o.poolURL != nil {
@@ -258,6 +269,7 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 	stats := true
 	cfg.AutoProvision, cfg.Introspection, cfg.DBStats, cfg.MetricsToken = o.autoProvision, o.introspection, &stats, o.metricsToken
 	cfg.Pool = o.pool
+	cfg.AllowAnonymous = !o.refuseAnonymous
 	if o.realtime {
 		// The server's own wiring: one connection outside the pool.
 		if a.hub, err = newListener(listenURL, cfg, o.logger); err != nil {

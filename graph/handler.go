@@ -221,6 +221,7 @@ func setComplexity(c *ComplexityRoot, perStatement int) {
 	c.Mutation.AddParticipant = func(child int, _, _ string) int { return statement(child) }
 	c.Mutation.SendMessage = func(child int, _ model.SendMessageInput) int { return statement(child) }
 	c.Mutation.MarkConversationRead = func(child int, _ string) int { return statement(child) }
+	c.Mutation.UpdateProfile = func(child int, _ model.UpdateProfileInput) int { return statement(child) }
 }
 
 // statementCost is the price of a root field that runs SQL of its own:

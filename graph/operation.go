@@ -220,6 +220,9 @@ func (h *handlerState) loadViewer(ctx context.Context, op *operation) (chat.User
 		return chat.User{}, errSignInRequired
 	}
 	id := op.identity
+	if id.Anonymous && !h.opts.AllowAnonymous {
+		return chat.User{}, errAnonymousRefused
+	}
 	users, err := chat.UsersByID(ctx, op.scope, []string{id.UserID})
 	if err != nil {
 		return chat.User{}, err
