@@ -321,20 +321,20 @@ func (t *limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		resp.Body.Close()
 		return nil, fmt.Errorf("JWKS response of %d bytes is over the %d-byte limit", resp.ContentLength, t.max)
 	}
-	resp.Body = &limitedBody{rc: resp.Body, left: t.max}
+	resp.Body = &limitedBody{rc: resp.Body, left: t.max, max: t.max}
 	return resp, nil
 }
 
 // limitedBody fails a read past its limit instead of truncating, so that
 // an oversized set is an error rather than a cut-off document.
 type limitedBody struct {
-	rc   io.ReadCloser
-	left int64
+	rc        io.ReadCloser
+	left, max int64
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
 	if b.left < 0 {
-		return 0, errTooLarge
+		return 0, b.tooLarge()
 	}
 	if int64(len(p)) > b.left+1 {
 		p = p[:b.left+1]
@@ -342,11 +342,13 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	b.left -= int64(n)
 	if b.left < 0 {
-		return 0, errTooLarge
+		return 0, b.tooLarge()
 	}
 	return n, err
 }
 
-func (b *limitedBody) Close() error { return b.rc.Close() }
+func (b *limitedBody) tooLarge() error {
+	return fmt.Errorf("JWKS response is over the %d-byte limit", b.max)
+}
 
-var errTooLarge = errors.New("JWKS response is over the size limit")
+func (b *limitedBody) Close() error { return b.rc.Close() }
