@@ -74,7 +74,7 @@ func (api *apiConfig) setUpDevMode(ctx context.Context) error {
 			return err
 		}
 	}
-	tokens, err := auth.NewTokens([]byte(secret), api.cfg.JWTTTL)
+	tokens, err := auth.NewTokens([]byte(secret), api.cfg.JWTTTL, api.tokenOptions...)
 	if err != nil {
 		return err
 	}

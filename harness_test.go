@@ -153,6 +153,11 @@ type apiOptions struct {
 	// (QUERY_MAX_*, QUERY_CACHE_BYTES) when set.
 	documentLimits  document.Limits
 	queryCacheBytes int
+	// tokenOptions, when set, configure the verifier (an issuer, a key
+	// set); the secret stays apiSecret.
+	tokenOptions []auth.Option
+	// refuseAnonymous is AUTH_ALLOW_ANONYMOUS=false.
+	refuseAnonymous bool
 }
 
 func defaultAPIOptions() apiOptions {
@@ -240,6 +245,12 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		f(&o)
 	}
 	o.pool.ApplicationName = "chatql-api-" + randomSuffix(6)
+	if o.tokenOptions != nil {
+		var err error
+		if tokens, err = auth.NewTokens(apiSecret, time.Hour, o.tokenOptions...); err != nil {
+			t.Fatal(err)
+		}
+	}
 	a := &testAPI{t: t, counter: &statementCounter{}, appName: o.pool.ApplicationName, dbURL: dbURL, admin: admin, tokens: tokens}
 	poolURL := dbURL
 	if o.poolURL != nil {
@@ -278,6 +289,7 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		cfg.QueryCacheBytes = o.queryCacheBytes
 	}
 	a.queryCache = document.NewCache(cfg.QueryCacheBytes)
+	cfg.AllowAnonymous = !o.refuseAnonymous
 	if o.realtime {
 		// The server's own wiring: one connection outside the pool.
 		if a.hub, err = newListener(listenURL, cfg, o.logger); err != nil {

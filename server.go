@@ -188,10 +188,21 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	defer stopHub()
 
 	api := apiConfig{pool: pool, logger: logger, cfg: cfg, devMode: db.devMode(), metrics: m, hub: hub, streams: web.NewStreams()}
+	jwks, err := startJWKS(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	if jwks != nil {
+		defer jwks.Close()
+		api.tokenOptions = append(api.tokenOptions, auth.WithJWKS(jwks))
+	}
+	if cfg.AuthIssuer != "" {
+		api.tokenOptions = append(api.tokenOptions, auth.WithIssuer(cfg.AuthIssuer))
+	}
 	if db.devMode() {
 		err = api.setUpDevMode(ctx)
 	} else {
-		api.tokens, err = auth.NewTokens([]byte(cfg.JWTSecret), cfg.JWTTTL)
+		api.tokens, err = auth.NewTokens([]byte(cfg.JWTSecret), cfg.JWTTTL, api.tokenOptions...)
 	}
 	if err != nil {
 		return err
@@ -231,6 +242,31 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	endWebsockets()
 	logger.Info("http server stopped")
 	return nil
+}
+
+// startJWKS starts fetching the signing keys of SUPABASE_URL or
+// AUTH_JWKS_URL in the background, or returns nil when neither is set.
+// It never waits for the network: /health/ready says "no signing keys"
+// until the first fetch succeeds.
+func startJWKS(ctx context.Context, cfg config.Config, logger *slog.Logger) (*auth.JWKS, error) {
+	if cfg.JWKSURL == "" {
+		if cfg.AuthIssuer == "" {
+			logger.Info("Supabase tokens: HS256 with JWT_SECRET only, any issuer ending in /auth/v1 (set SUPABASE_URL for signing keys)")
+		}
+		return nil, nil
+	}
+	jwks, err := auth.NewJWKS(context.WithoutCancel(ctx), auth.JWKSConfig{
+		URL:                cfg.JWKSURL,
+		RefreshInterval:    cfg.JWKSRefresh,
+		MinRefreshInterval: cfg.JWKSMinRefresh,
+		Logger:             logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	logger.Info("Supabase tokens: signing keys from the JWKS, HS256 with JWT_SECRET",
+		"jwks_url", cfg.JWKSURL, "issuer", cfg.AuthIssuer, "refresh", cfg.JWKSRefresh)
+	return jwks, nil
 }
 
 // logBudget states the connection arithmetic in one line per endpoint.
@@ -352,11 +388,14 @@ func closePool(pool *dbpool.Pool, logger *slog.Logger) {
 
 // apiConfig is what the HTTP surface is built from.
 type apiConfig struct {
-	pool    *dbpool.Pool
-	tokens  *auth.Tokens
-	logger  *slog.Logger
-	cfg     config.Config
-	devMode bool
+	pool   *dbpool.Pool
+	tokens *auth.Tokens
+	// tokenOptions configure the verifier (issuer, key set); tokens is
+	// built with them.
+	tokenOptions []auth.Option
+	logger       *slog.Logger
+	cfg          config.Config
+	devMode      bool
 	// demoHeader is the Authorization value the dev-mode playground sends.
 	demoHeader string
 	// metrics records into the registry /metrics serves.
@@ -389,7 +428,12 @@ func newHandler(api apiConfig) http.Handler {
 	m.WatchStreams(api.streams.Websockets, api.streams.SSE)
 	mux := http.NewServeMux()
 	guard := func(h http.Handler) http.Handler { return metrics.RequireToken(api.cfg.MetricsToken, h) }
-	health.Register(mux, api.pool, api.logger, guard)
+	var ready []health.Check
+	if jwks := api.tokens.JWKS(); jwks != nil {
+		m.WatchJWKS(jwks.Stats)
+		ready = append(ready, func() (string, bool) { return health.ReasonNoSigningKeys, jwks.Ready() == nil })
+	}
+	health.Register(mux, api.pool, api.logger, guard, ready...)
 	mux.Handle("GET /metrics", guard(m.Handler()))
 	if api.queryCache == nil {
 		api.queryCache = document.NewCache(api.cfg.QueryCacheBytes)
@@ -401,6 +445,7 @@ func newHandler(api apiConfig) http.Handler {
 		Hub:             api.hub,
 		Logger:          api.logger,
 		AutoProvision:   api.cfg.AutoProvision,
+		AllowAnonymous:  api.cfg.AllowAnonymous,
 		Introspection:   api.cfg.Introspection,
 		DBStats:         dbStats,
 		FieldMiddleware: api.fieldMiddleware,

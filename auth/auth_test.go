@@ -116,7 +116,7 @@ func TestVerify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := tok.Verify(tt.token)
+			got, err := tok.Verify(t.Context(), tt.token)
 			if tt.reason != "" {
 				if !errors.Is(err, auth.ErrUnauthenticated) {
 					t.Fatalf("Verify err = %v, want ErrUnauthenticated", err)
@@ -156,7 +156,7 @@ func TestIssueRoundTrip(t *testing.T) {
 		t.Errorf("expiresAt = %v, want about now+%v", expiresAt, ttl)
 	}
 
-	id, err := tok.Verify(raw)
+	id, err := tok.Verify(t.Context(), raw)
 	if err != nil {
 		t.Fatalf("Verify(Issue()): %v", err)
 	}
@@ -190,7 +190,7 @@ func TestIssueRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Verify(raw); !errors.Is(err, auth.ErrUnauthenticated) {
+	if _, err := other.Verify(t.Context(), raw); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Errorf("Verify with another secret: err = %v, want ErrUnauthenticated", err)
 	}
 }
@@ -239,7 +239,7 @@ func TestNewTokensCopiesSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	key[0] = 'x'
-	if _, err := tok.Verify(raw); err != nil {
+	if _, err := tok.Verify(t.Context(), raw); err != nil {
 		t.Errorf("Verify after caller mutated its secret: %v", err)
 	}
 }

@@ -58,7 +58,9 @@ const (
 // User is a chat user. Email is private to the user themself; the API
 // layer decides when to show it.
 type User struct {
-	ID          string
+	ID string
+	// Email is "" for a user without one (a Supabase anonymous or phone
+	// sign-in): the column is NULL.
 	Email       string
 	DisplayName string
 	CreatedAt   time.Time

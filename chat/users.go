@@ -12,7 +12,8 @@ import (
 	"chatql/dbpool"
 )
 
-const userColumns = "u.id::text, u.email, u.display_name, u.created_at"
+// userColumns reads a user row; a NULL email (no email) reads as "".
+const userColumns = "u.id::text, coalesce(u.email, ''), u.display_name, u.created_at"
 
 func scanUser(row pgx.CollectableRow) (User, error) {
 	var u User
@@ -144,23 +145,29 @@ func (c Credentials) Check(ctx context.Context, passwords PasswordChecker, passw
 
 // Provision creates the user row for a Supabase identity on its first
 // request. Concurrent first requests create one row; an email already used
-// by another account is ErrConflict.
+// by another account is ErrConflict. A token without an email (an
+// anonymous or phone sign-in) gives a user whose email is NULL.
 func Provision(ctx context.Context, db dbpool.DB, id auth.Identity) (User, error) {
-	// A token without an email (a phone or anonymous sign-in) is allowed;
-	// one with an email must carry a real one, by signUp's rules.
-	email := strings.TrimSpace(id.Email)
-	if email == "" {
-		email = id.UserID + "@users.invalid"
-	} else {
-		var err error
-		if email, err = normalizeEmail("email", email); err != nil {
+	// One with an email must carry a real one, by signUp's rules.
+	var email *string
+	if e := strings.TrimSpace(id.Email); e != "" {
+		e, err := normalizeEmail("email", e)
+		if err != nil {
 			return User{}, badInput("email", "the access token's email is not an email address")
 		}
+		email = &e
 	}
-	// The name is only a default the user can see: never a reason to fail.
+	// The name is only a default the user can see (and change with
+	// updateProfile): never a reason to fail.
 	name := strings.TrimSpace(strings.ReplaceAll(strings.ToValidUTF8(id.Name, ""), "\x00", ""))
-	if name == "" {
-		name, _, _ = strings.Cut(email, "@")
+	switch {
+	case name != "":
+	case email != nil:
+		name, _, _ = strings.Cut(*email, "@")
+	case id.Anonymous:
+		name = "Guest " + id.UserID[:8]
+	default:
+		name = "User " + id.UserID[:8]
 	}
 	if r := []rune(name); len(r) > MaxDisplayNameLength {
 		name = string(r[:MaxDisplayNameLength])
@@ -177,6 +184,31 @@ func Provision(ctx context.Context, db dbpool.DB, id auth.Identity) (User, error
 	u, ok := users[id.UserID]
 	if !ok {
 		return User{}, fmt.Errorf("%w: the access token's email belongs to another account", ErrConflict)
+	}
+	return u, nil
+}
+
+// CheckDisplayName trims a display name and checks it by signUp's rules.
+// It needs no database.
+func CheckDisplayName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if err := textLength("displayName", name, 1, MaxDisplayNameLength); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// UpdateDisplayName sets the display name of user id (checked with
+// CheckDisplayName first) and returns the user.
+func UpdateDisplayName(ctx context.Context, db dbpool.DB, id, name string) (User, error) {
+	u, err := dbpool.CollectOne(ctx, db,
+		"UPDATE users AS u SET display_name = $2 WHERE u.id = $1 RETURNING "+userColumns,
+		[]any{id, name}, scanUser)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return User{}, ErrNotFound
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("update display name: %w", err)
 	}
 	return u, nil
 }

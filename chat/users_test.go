@@ -118,8 +118,25 @@ func testProvision(t *testing.T, w *world) {
 		if err != nil {
 			t.Fatalf("Provision: %v", err)
 		}
-		if u.ID != id.UserID || u.Email != id.UserID+"@users.invalid" || u.DisplayName != id.UserID {
+		if u.ID != id.UserID || u.Email != "" || u.DisplayName != "User "+id.UserID[:8] {
 			t.Errorf("provisioned %+v", u)
+		}
+	})
+
+	t.Run("anonymous", func(t *testing.T) {
+		t.Parallel()
+		id := auth.Identity{UserID: uuid.NewString(), Supabase: true, Anonymous: true}
+		u, err := provision(t, id)
+		if err != nil {
+			t.Fatalf("Provision: %v", err)
+		}
+		if u.Email != "" || u.DisplayName != "Guest "+id.UserID[:8] {
+			t.Errorf("provisioned %+v", u)
+		}
+		// Two users without email: the unique index allows any number.
+		other, err := provision(t, auth.Identity{UserID: uuid.NewString(), Supabase: true, Anonymous: true})
+		if err != nil || other.Email != "" {
+			t.Errorf("a second anonymous user: %+v, %v", other, err)
 		}
 	})
 

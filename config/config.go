@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"chatql/auth"
 	"chatql/dbpool"
 	"chatql/document"
 	"chatql/web"
@@ -62,6 +63,21 @@ type Config struct {
 	JWTTTL time.Duration
 	// AutoProvision creates the user row on a Supabase user's first request.
 	AutoProvision bool
+	// AuthIssuer is the exact iss of Supabase (external) tokens:
+	// AUTH_ISSUER, else SUPABASE_URL + "/auth/v1". Empty keeps the legacy
+	// rule: any issuer ending in /auth/v1, HS256 only.
+	AuthIssuer string
+	// JWKSURL is where the public keys of asymmetrically signed tokens
+	// are fetched: AUTH_JWKS_URL, else SUPABASE_URL +
+	// "/auth/v1/.well-known/jwks.json". Empty accepts HS256 tokens only.
+	JWKSURL string
+	// JWKSRefresh is how often the key set is fetched again.
+	JWKSRefresh time.Duration
+	// JWKSMinRefresh is the shortest time between two fetches triggered
+	// by tokens with an unknown kid.
+	JWKSMinRefresh time.Duration
+	// AllowAnonymous accepts Supabase anonymous sign-ins (is_anonymous).
+	AllowAnonymous bool
 	// Introspection allows GraphQL schema introspection.
 	Introspection bool
 	// DBStats adds extensions.db to every GraphQL response. nil means the
@@ -153,6 +169,9 @@ func Load(getenv func(string) string) (Config, error) {
 		MetricsToken:    r.string("METRICS_TOKEN", ""),
 		JWTTTL:          r.seconds("JWT_TTL", 24*time.Hour, false),
 		AutoProvision:   r.bool("AUTH_AUTO_PROVISION", true),
+		JWKSRefresh:     r.seconds("AUTH_JWKS_REFRESH", 10*time.Minute, false),
+		JWKSMinRefresh:  r.seconds("AUTH_JWKS_MIN_REFRESH", 30*time.Second, false),
+		AllowAnonymous:  r.bool("AUTH_ALLOW_ANONYMOUS", true),
 		Introspection:   r.bool("GRAPHQL_INTROSPECTION", true),
 		DocumentLimits: document.Limits{
 			Tokens: r.int("QUERY_MAX_TOKENS", document.DefaultMaxTokens, 1),
@@ -180,6 +199,7 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.JWTSecret != "" && len(c.JWTSecret) < MinJWTSecretLength {
 		r.problem("JWT_SECRET", fmt.Sprintf("(%d characters, not shown)", len(c.JWTSecret)), fmt.Sprintf("at least %d characters", MinJWTSecretLength))
 	}
+	c.AuthIssuer, c.JWKSURL = r.issuer()
 	c.ListenAddr = r.listenAddr()
 	c.CORSOrigins = r.origins("CORS_ORIGINS")
 	if c.DatabaseURL != "" {
@@ -403,6 +423,37 @@ func (r *reader) trustedProxies(name string) web.TrustedProxies {
 		return web.TrustedProxies{}
 	}
 	return t
+}
+
+// issuer reads SUPABASE_URL, AUTH_ISSUER and AUTH_JWKS_URL: the issuer of
+// external tokens and the key set that verifies the asymmetric ones. The
+// explicit variables win over what SUPABASE_URL implies; a key set needs
+// an issuer, since its tokens are then told from others by iss alone.
+func (r *reader) issuer() (issuer, jwksURL string) {
+	if base, ok := r.lookup("SUPABASE_URL"); ok {
+		base = strings.TrimSuffix(base, "/")
+		u, err := url.Parse(base)
+		switch {
+		case err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil:
+			r.problem("SUPABASE_URL", strconv.Quote(base), "the project URL, such as https://abcd.supabase.co (no path)")
+		case auth.CheckJWKSURL(base) != nil:
+			r.problem("SUPABASE_URL", strconv.Quote(base), "an https URL (http only on loopback: 127.0.0.0/8, ::1, localhost)")
+		default:
+			issuer, jwksURL = base+"/auth/v1", base+"/auth/v1/.well-known/jwks.json"
+		}
+	}
+	if v, ok := r.lookup("AUTH_ISSUER"); ok {
+		issuer = v
+	}
+	if v, ok := r.lookup("AUTH_JWKS_URL"); ok {
+		jwksURL = v
+		if err := auth.CheckJWKSURL(v); err != nil {
+			r.problem("AUTH_JWKS_URL", strconv.Quote(v), "an https URL (http only on loopback: 127.0.0.0/8, ::1, localhost)")
+		} else if issuer == "" {
+			r.problem("AUTH_ISSUER", `""`, "the iss claim of the tokens AUTH_JWKS_URL's keys sign (Supabase: https://<project>.supabase.co/auth/v1), or set SUPABASE_URL")
+		}
+	}
+	return issuer, jwksURL
 }
 
 // listenAddr is LISTEN_ADDR when set, else all interfaces on PORT.

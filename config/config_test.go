@@ -390,3 +390,51 @@ func TestSignInLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestSigningKeys(t *testing.T) {
+	c, err := Load(env(map[string]string{"SUPABASE_URL": "https://abcd.supabase.co/"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AuthIssuer != "https://abcd.supabase.co/auth/v1" || c.JWKSURL != "https://abcd.supabase.co/auth/v1/.well-known/jwks.json" {
+		t.Errorf("SUPABASE_URL: issuer %q, JWKS %q", c.AuthIssuer, c.JWKSURL)
+	}
+	if c.JWKSRefresh != 10*time.Minute || c.JWKSMinRefresh != 30*time.Second || !c.AllowAnonymous {
+		t.Errorf("defaults: refresh %v, min %v, anonymous %v", c.JWKSRefresh, c.JWKSMinRefresh, c.AllowAnonymous)
+	}
+
+	c, err = Load(env(map[string]string{
+		"AUTH_JWKS_URL": "http://127.0.0.1:54321/auth/v1/.well-known/jwks.json", "AUTH_ISSUER": "http://127.0.0.1:54321/auth/v1",
+		"AUTH_JWKS_REFRESH": "5m", "AUTH_JWKS_MIN_REFRESH": "10", "AUTH_ALLOW_ANONYMOUS": "false",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AuthIssuer != "http://127.0.0.1:54321/auth/v1" || c.JWKSURL != "http://127.0.0.1:54321/auth/v1/.well-known/jwks.json" ||
+		c.JWKSRefresh != 5*time.Minute || c.JWKSMinRefresh != 10*time.Second || c.AllowAnonymous {
+		t.Errorf("explicit: %+v", c)
+	}
+
+	c, err = Load(env(nil))
+	if err != nil || c.AuthIssuer != "" || c.JWKSURL != "" {
+		t.Errorf("legacy: issuer %q, JWKS %q, %v", c.AuthIssuer, c.JWKSURL, err)
+	}
+
+	for name, vars := range map[string]map[string]string{
+		"http off loopback":       {"SUPABASE_URL": "http://abcd.supabase.co"},
+		"JWKS over http":          {"AUTH_JWKS_URL": "http://keys.example.com/jwks.json", "AUTH_ISSUER": "https://keys.example.com"},
+		"JWKS without issuer":     {"AUTH_JWKS_URL": "https://keys.example.com/jwks.json"},
+		"project URL with a path": {"SUPABASE_URL": "https://abcd.supabase.co/auth/v1"},
+		"not a URL":               {"SUPABASE_URL": "abcd.supabase.co"},
+		"refresh not a duration":  {"SUPABASE_URL": "https://abcd.supabase.co", "AUTH_JWKS_REFRESH": "soon"},
+		"anonymous not a bool":    {"AUTH_ALLOW_ANONYMOUS": "maybe"},
+	} {
+		_, err := Load(env(vars))
+		var cfgErr *Error
+		if !errors.As(err, &cfgErr) {
+			t.Errorf("%s: err = %v, want a configuration error", name, err)
+			continue
+		}
+		t.Logf("%s: %v", name, err)
+	}
+}

@@ -47,6 +47,10 @@ const (
 // errSignInRequired is returned where a viewer is needed and none signed in.
 var errSignInRequired = fmt.Errorf("sign-in required: %w", auth.ErrUnauthenticated)
 
+// errAnonymousRefused refuses a Supabase anonymous sign-in when the server
+// does not accept them (AUTH_ALLOW_ANONYMOUS=false).
+var errAnonymousRefused = errors.New("anonymous sign-ins are not accepted by this server")
+
 // classify maps an error from any layer to its code and the message a
 // client may see. Only classified errors keep their own message.
 func classify(err error) (code, message string) {
@@ -59,6 +63,8 @@ func classify(err error) (code, message string) {
 		return CodeRateLimited, limited.Error()
 	case errors.Is(err, auth.ErrBusy):
 		return CodeRateLimited, "the server is busy checking passwords: retry in a second"
+	case errors.Is(err, errAnonymousRefused):
+		return CodeForbidden, "anonymous sign-ins are not accepted by this server: sign in with an account"
 	case errors.Is(err, errNoRealtime):
 		return CodeRealtimeDisabled, "this server does not deliver messageAdded (REALTIME=off); poll the messages query instead"
 	case errors.Is(err, chat.ErrNotFound):

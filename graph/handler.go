@@ -169,21 +169,21 @@ var errTwoIdentities = errors.New("the connection_init payload and the upgrade r
 // context (newOperation). The returned ctx is never nil: gqlgen panics on
 // a nil ctx returned with an error.
 func wsInit(opts Options) transport.WebsocketInitFunc {
-	verify := func(header string) (id auth.Identity, ok bool, err error) {
+	verify := func(ctx context.Context, header string) (id auth.Identity, ok bool, err error) {
 		raw, ok, err := auth.FromHeader(header)
 		if err != nil || !ok {
 			return auth.Identity{}, false, err
 		}
-		id, err = opts.Tokens.Verify(raw)
+		id, err = opts.Tokens.Verify(ctx, raw)
 		return id, err == nil, err
 	}
 	return func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 		upgradeHeader, _ := ctx.Value(upgradeAuthorizationKey{}).(string)
-		payloadID, inPayload, err := verify(p.Authorization())
+		payloadID, inPayload, err := verify(ctx, p.Authorization())
 		var upgradeID auth.Identity
 		var inUpgrade bool
 		if err == nil {
-			upgradeID, inUpgrade, err = verify(upgradeHeader)
+			upgradeID, inUpgrade, err = verify(ctx, upgradeHeader)
 		}
 		reason := "invalid or expired access token"
 		if err == nil && inPayload && inUpgrade && payloadID.UserID != upgradeID.UserID {
@@ -239,6 +239,7 @@ func setComplexity(c *ComplexityRoot, perStatement int) {
 	c.Mutation.AddParticipant = func(child int, _, _ string) int { return statement(child) }
 	c.Mutation.SendMessage = func(child int, _ model.SendMessageInput) int { return statement(child) }
 	c.Mutation.MarkConversationRead = func(child int, _ string) int { return statement(child) }
+	c.Mutation.UpdateProfile = func(child int, _ model.UpdateProfileInput) int { return statement(child) }
 }
 
 // statementCost is the price of a root field that runs SQL of its own:

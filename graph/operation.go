@@ -188,7 +188,7 @@ func (h *handlerState) newOperation(ctx context.Context, opCtx *graphql.Operatio
 	} else if raw, ok, err := auth.FromHeader(opCtx.Headers.Get("Authorization")); err != nil {
 		op.tokenErr = err
 	} else if ok {
-		op.identity, op.tokenErr = h.opts.Tokens.Verify(raw)
+		op.identity, op.tokenErr = h.opts.Tokens.Verify(ctx, raw)
 		op.hasIdentity = op.tokenErr == nil
 	}
 	op.loadViewer = func(ctx context.Context) (chat.User, error) { return h.loadViewer(ctx, op) }
@@ -227,6 +227,9 @@ func (h *handlerState) loadViewer(ctx context.Context, op *operation) (chat.User
 		return chat.User{}, errSignInRequired
 	}
 	id := op.identity
+	if id.Anonymous && !h.opts.AllowAnonymous {
+		return chat.User{}, errAnonymousRefused
+	}
 	users, err := chat.UsersByID(ctx, op.scope, []string{id.UserID})
 	if err != nil {
 		return chat.User{}, err

@@ -28,6 +28,9 @@ type Options struct {
 	Hub *realtime.Hub
 	// AutoProvision creates the user row on a Supabase user's first request.
 	AutoProvision bool
+	// AllowAnonymous accepts Supabase anonymous sign-ins; when false their
+	// operations that need a viewer are FORBIDDEN.
+	AllowAnonymous bool
 	// Introspection allows schema introspection (the playground needs it).
 	Introspection bool
 	// DBStats adds extensions.db {statements, acquireWaitMs, holdMs} to

@@ -131,6 +131,26 @@ func (r *mutationResolver) MarkConversationRead(ctx context.Context, conversatio
 	})
 }
 
+func (r *mutationResolver) UpdateProfile(ctx context.Context, input model.UpdateProfileInput) (*chat.User, error) {
+	// Checked before the viewer is loaded: bad input borrows nothing.
+	name, err := chat.CheckDisplayName(input.DisplayName)
+	if err != nil {
+		return nil, err
+	}
+	viewer, err := requireViewer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	op := operationFrom(ctx)
+	u, err := chat.UpdateDisplayName(ctx, op.scope, viewer.ID, name)
+	if err != nil {
+		return nil, err
+	}
+	op.loaders.clear()
+	op.loaders.users.Prime(u.ID, u)
+	return &u, nil
+}
+
 func (r *queryResolver) Me(ctx context.Context) (*chat.User, error) {
 	u, err := requireViewer(ctx)
 	if err != nil {
@@ -267,6 +287,9 @@ func (r *userResolver) Email(ctx context.Context, obj *chat.User) (*string, erro
 	op := operationFrom(ctx)
 	if !op.hasIdentity || op.viewerID() != obj.ID {
 		return nil, nil
+	}
+	if obj.Email == "" {
+		return nil, nil // a user without one (an anonymous sign-in)
 	}
 	return &obj.Email, nil
 }

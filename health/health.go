@@ -21,17 +21,23 @@ const (
 	ReasonPoolExhausted = "pool exhausted"
 	ReasonUnreachable   = "database unreachable"
 	ReasonDatabaseError = "database error"
+	ReasonNoSigningKeys = "no signing keys"
 )
+
+// Check is a readiness condition besides the database: ok, or the reason
+// it is not (a configured key set that has never loaded, say). It must be
+// cheap and must not block.
+type Check func() (reason string, ok bool)
 
 // Register adds the health endpoints to mux:
 //
 //	GET /health          200 {"status":"ok"} while the process is up; no database access
 //	GET /health/db-pool  200 with the pool snapshot; never borrows a connection
-//	GET /health/ready    200 when SELECT 1 through the pool succeeds within 2 s, else 503 with the reason
+//	GET /health/ready    200 when every check holds and SELECT 1 through the pool succeeds within 2 s, else 503 with the reason
 //
 // guard, when not nil, wraps /health/db-pool (METRICS_TOKEN protects it
 // like /metrics); liveness and readiness stay open for orchestrators.
-func Register(mux *http.ServeMux, pool *dbpool.Pool, logger *slog.Logger, guard func(http.Handler) http.Handler) {
+func Register(mux *http.ServeMux, pool *dbpool.Pool, logger *slog.Logger, guard func(http.Handler) http.Handler, checks ...Check) {
 	if guard == nil {
 		guard = func(h http.Handler) http.Handler { return h }
 	}
@@ -42,6 +48,12 @@ func Register(mux *http.ServeMux, pool *dbpool.Pool, logger *slog.Logger, guard 
 		writeJSON(w, http.StatusOK, pool.Stats())
 	})))
 	mux.HandleFunc("GET /health/ready", func(w http.ResponseWriter, r *http.Request) {
+		for _, check := range checks {
+			if reason, ok := check(); !ok {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason})
+				return
+			}
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), ReadyTimeout)
 		defer cancel()
 		if err := pool.Ping(ctx); err != nil {

@@ -108,3 +108,9 @@ type SignUpInput struct {
 // legacy graphql-ws). A subscription ends when the client completes it or closes the socket.
 type Subscription struct {
 }
+
+// What updateProfile changes.
+type UpdateProfileInput struct {
+	// The name others see, 1 to 80 characters after trimming surrounding spaces.
+	DisplayName string `json:"displayName"`
+}
