@@ -106,6 +106,11 @@ type RefusedError struct {
 	RetryAfter time.Duration
 	// Waited is how long it waited before the refusal (0: at once).
 	Waited time.Duration
+	// Hold is how long the caller should wait before answering, at most
+	// MaxWait: the principal was refused before and came back before its
+	// Retry-After. Holding the answer costs a timer, not CPU, and slows a
+	// client that retries at once to the pace it was asked to keep.
+	Hold time.Duration
 }
 
 func (e *RefusedError) Error() string {
@@ -157,6 +162,8 @@ type principal struct {
 	key     string
 	running int
 	queue   []*waiter // oldest first
+	// retryAt is when the principal's last refusal told it to come back.
+	retryAt time.Time
 }
 
 // waiter is a queued operation; ready receives nil when it is admitted or
@@ -252,6 +259,12 @@ func (c *Controller) Acquire(ctx context.Context, key string) (*Ticket, error) {
 		refused = &RefusedError{Reason: ReasonPrincipalBusy, RetryAfter: wait - c.cfg.MaxWait}
 	}
 	if refused != nil {
+		refused.RetryAfter = max(refused.RetryAfter, time.Second)
+		if early := p.retryAt.Sub(now); early > 0 {
+			refused.Hold = min(early, c.cfg.MaxWait)
+		} else {
+			p.retryAt = now.Add(refused.RetryAfter)
+		}
 		c.counts.refused(refused.Reason)
 		c.forget(p)
 		c.mu.Unlock()

@@ -238,7 +238,7 @@ func TestRoundRobin(t *testing.T) {
 // refused without waiting, as the principal's share (429), with a
 // Retry-After; another principal is not affected.
 func TestQueueFullRefusedAtOnce(t *testing.T) {
-	c, _, obs := newController(admission.Config{PerPrincipal: 1, QueuePerPrincipal: 2, MaxConcurrent: 4, MaxWait: time.Minute})
+	c, clk, obs := newController(admission.Config{PerPrincipal: 1, QueuePerPrincipal: 2, MaxConcurrent: 4, MaxWait: time.Minute})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tk := mustAcquire(t, c, "noisy")
@@ -249,12 +249,24 @@ func TestQueueFullRefusedAtOnce(t *testing.T) {
 	}
 	_, err := c.Acquire(ctx, "noisy")
 	refused := expectRefused(t, err, admission.ReasonQueueFull, admission.ErrPrincipalBusy)
-	if refused.Waited != 0 {
-		t.Fatalf("waited %v before the refusal", refused.Waited)
+	if refused.Waited != 0 || refused.Hold != 0 || refused.RetryAfter != time.Second {
+		t.Fatalf("first refusal %+v, want one at once with Retry-After 1s", refused)
+	}
+	// Back before its Retry-After: refused again, the answer held until
+	// then; back after it: at once again.
+	clk.advance(400 * time.Millisecond)
+	_, err = c.Acquire(ctx, "noisy")
+	if refused := expectRefused(t, err, admission.ReasonQueueFull, admission.ErrPrincipalBusy); refused.Hold != 600*time.Millisecond {
+		t.Fatalf("early retry held %v, want the 600ms left", refused.Hold)
+	}
+	clk.advance(600 * time.Millisecond)
+	_, err = c.Acquire(ctx, "noisy")
+	if refused := expectRefused(t, err, admission.ReasonQueueFull, admission.ErrPrincipalBusy); refused.Hold != 0 {
+		t.Fatalf("retry on time held %v", refused.Hold)
 	}
 	other := mustAcquire(t, c, "quiet")
 	other.Release()
-	if st := c.Stats(); st.RefusedQueueFull != 1 || st.Queued != 2 {
+	if st := c.Stats(); st.RefusedQueueFull != 3 || st.Queued != 2 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -280,8 +292,9 @@ func TestPredictedWaitRefusedAtOnce(t *testing.T) {
 	obs.waitQueued(t, 1)
 	_, err := c.Acquire(ctx, "noisy") // 1.2 s
 	refused := expectRefused(t, err, admission.ReasonPrincipalBusy, admission.ErrPrincipalBusy)
-	if refused.RetryAfter < 190*time.Millisecond || refused.RetryAfter > 210*time.Millisecond {
-		t.Fatalf("retry after %v, want about 200ms", refused.RetryAfter)
+	// The excess is 200 ms; Retry-After counts whole seconds.
+	if refused.RetryAfter != time.Second {
+		t.Fatalf("retry after %v, want 1s", refused.RetryAfter)
 	}
 
 	// Another principal shares the one slot with noisy: its fair share

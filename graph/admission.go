@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/gqlerror"
@@ -88,6 +89,9 @@ func (h *handlerState) admitHTTP(next http.Handler) http.Handler {
 		if err != nil {
 			var refused *admission.RefusedError
 			if errors.As(err, &refused) {
+				if !holdRefusal(r.Context(), refused.Hold) {
+					return
+				}
 				writeRefusal(w, r, refused)
 			}
 			// Otherwise the client went away while it waited.
@@ -97,6 +101,22 @@ func (h *handlerState) admitHTTP(next http.Handler) http.Handler {
 		edge.ticket = ticket
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), edgeAdmissionKey{}, edge)))
 	})
+}
+
+// holdRefusal waits d before a refusal is written (see
+// admission.RefusedError.Hold); false when the client left meanwhile.
+func holdRefusal(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // writeRefusal answers a refused request: 429 RATE_LIMITED or 503

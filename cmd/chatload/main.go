@@ -212,7 +212,8 @@ func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.
 		peak := 0.0
 		for _, r := range results {
 			if r.Mode == load.ModeChatQL {
-				peak = max(peak, r.Throughput())
+				// Served requests only: refusals are not throughput.
+				peak = max(peak, float64(r.Requests()-r.ErrorCount())/r.Elapsed.Seconds())
 			}
 		}
 		if err := fairness(ctx, o, baseURL, clients, peak, out); err != nil {
