@@ -333,7 +333,7 @@ func TestFaultPostgresRestart(t *testing.T) {
 	const size, overflow = 4, 4
 	// A pool timeout far above failFast: a failure answered within
 	// failFast did not wait for a connection.
-	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = size, overflow, 30*time.Second })
+	a := newAPI(t, withoutAdmission, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = size, overflow, 30*time.Second })
 	token, convs := a.seedInbox(8, 3)
 	c := a.loadClient(t, 0)
 	ledger := newFaultLedger()
@@ -406,7 +406,7 @@ func TestFaultBackendsKilled(t *testing.T) {
 	const size, overflow = 4, 4
 	// A pool timeout far above failFast: a failure answered within
 	// failFast did not wait for a connection.
-	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = size, overflow, 30*time.Second })
+	a := newAPI(t, withoutAdmission, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = size, overflow, 30*time.Second })
 	token, convs := a.seedInbox(8, 3)
 	c := a.loadClient(t, 0)
 	ledger := newFaultLedger()
@@ -470,7 +470,7 @@ func TestFaultDatabaseStall(t *testing.T) {
 	t.Parallel()
 	// Long enough that a loaded machine's delays stay well below it.
 	const timeout = 2 * time.Second
-	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 2, 1, timeout })
+	a := newAPI(t, withoutAdmission, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 2, 1, timeout })
 	token, convs := a.seedInbox(4, 3)
 	c := a.loadClient(t, 0)
 	ledger := newFaultLedger()
@@ -630,7 +630,7 @@ func TestFaultClientsHangUp(t *testing.T) {
 	skipInShort(t, "1,000 requests hung up on")
 	t.Parallel()
 	const size, overflow = 8, 0
-	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = size, overflow, 10*time.Second })
+	a := newAPI(t, withoutAdmission, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = size, overflow, 10*time.Second })
 	token, _ := a.seedInbox(20, 3000)
 	c := a.loadClient(t, 0)
 	ctx := context.Background()
@@ -710,7 +710,7 @@ func TestFaultClientsHangUp(t *testing.T) {
 func TestFaultConcurrentSends(t *testing.T) {
 	skipInShort(t, "fault tests")
 	t.Parallel()
-	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow = 8, 0 })
+	a := newAPI(t, withoutAdmission, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow = 8, 0 })
 	token, convs := a.seedInbox(1, 1)
 	c := a.loadClient(t, 0)
 	ledger := newFaultLedger()

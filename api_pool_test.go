@@ -78,7 +78,7 @@ func TestInboxStatementCount(t *testing.T) {
 func TestConnectionDiscipline(t *testing.T) {
 	skipInShort(t, "200 concurrent clients")
 	t.Parallel()
-	a := newAPI(t, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, loadPoolTimeout })
+	a := newAPI(t, withoutAdmission, func(o *apiOptions) { o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, loadPoolTimeout })
 	token := inboxFixture(a)
 
 	// The sampler has a connection of its own: a.admin is the test

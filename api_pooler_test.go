@@ -261,7 +261,7 @@ func TestPoolerSessionModeSupabaseBlock(t *testing.T) {
 	skipInShort(t, "load through PgBouncer")
 	t.Parallel()
 	b := startPooler(t, "session", 5, 5)
-	a := newAPI(t, withRealtime, func(o *apiOptions) {
+	a := newAPI(t, withRealtime, withPatientAdmission, func(o *apiOptions) {
 		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, loadPoolTimeout
 		o.pool.Reserved = 1 // what config sets without DATABASE_DIRECT_URL
 		o.poolURL = throughBouncer(b)
@@ -313,7 +313,8 @@ func TestPoolerMisconfigurationFails(t *testing.T) {
 	skipInShort(t, "load through PgBouncer")
 	t.Parallel()
 	b := startPooler(t, "session", 5, 5)
-	a := newAPI(t, func(o *apiOptions) {
+	// The incident as it was: no admission in front of the pool.
+	a := newAPI(t, withoutAdmission, func(o *apiOptions) {
 		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 20, 0, 30*time.Second
 		o.poolURL = throughBouncer(b)
 	})
@@ -368,7 +369,9 @@ func TestPoolerTransactionMode(t *testing.T) {
 	// Fewer server connections than chatql has clients, so that the pooler
 	// really hands each transaction whichever server connection is free.
 	b := startPooler(t, "transaction", 50, 2)
-	a := newAPI(t, func(o *apiOptions) {
+	// One user's 32 clients: more transactions at once than the pool has
+	// connections is the point, so admission stays out of the way.
+	a := newAPI(t, withoutAdmission, func(o *apiOptions) {
 		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 3, 2, loadPoolTimeout
 		o.pool.QueryExecMode = pgx.QueryExecModeExec
 		o.poolURL = throughBouncer(b)
@@ -485,7 +488,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 			o.poolURL = throughBouncer(b)
 		}
 	}
-	simple := a.replica(t, through(pgx.QueryExecModeSimpleProtocol))
+	simple := a.replica(t, withoutAdmission, through(pgx.QueryExecModeSimpleProtocol))
 	res = runLoad(t, []*testAPI{simple}, []string{bob.Token}, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, loadPoolTimeout+time.Minute)
 	t.Logf("transaction pooler, simple_protocol mode, 16 clients for 2 s: %s", res)
 	res.expectAllOK(t, "simple_protocol mode")
@@ -496,7 +499,7 @@ func TestPoolerTransactionMode(t *testing.T) {
 	// (stmtcache_<hash>) on the server connection the pooler lent for that
 	// round trip, and runs it later on whichever one it lends next.
 	logged := &errorLog{}
-	cached := a.replica(t, through(pgx.QueryExecModeCacheStatement), func(o *apiOptions) { o.logger = slog.New(logged) })
+	cached := a.replica(t, withoutAdmission, through(pgx.QueryExecModeCacheStatement), func(o *apiOptions) { o.logger = slog.New(logged) })
 	res = runLoad(t, []*testAPI{cached}, []string{bob.Token}, map[string]any{"query": graph.InboxQuery}, 16, 2*time.Second, 45*time.Second)
 	errs := logged.tally()
 	t.Logf("transaction pooler, default cache_statement mode, 16 clients for 2 s: %s", res)
@@ -522,9 +525,9 @@ func TestPoolerReplicasShareBudget(t *testing.T) {
 		o.pool.Size, o.pool.MaxOverflow, o.pool.Timeout = 1, 1, loadPoolTimeout
 		o.poolURL = throughBouncer(b)
 	}
-	a := newAPI(t, pooled)
+	a := newAPI(t, pooled, withPatientAdmission)
 	tokens, _ := a.seedCrowd(32, 32, 10)
-	replicas := []*testAPI{a, a.replica(t, pooled), a.replica(t, pooled)}
+	replicas := []*testAPI{a, a.replica(t, pooled, withPatientAdmission), a.replica(t, pooled, withPatientAdmission)}
 
 	sampler := sampleConnections(a.admin, replicas[0].pool, replicas[1].pool, replicas[2].pool)
 	res := runLoad(t, replicas, tokens, map[string]any{"query": graph.InboxQuery}, 64, 5*time.Second, loadPoolTimeout+time.Minute)

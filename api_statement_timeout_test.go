@@ -23,7 +23,7 @@ func TestPoolerTransactionModeStatementTimeout(t *testing.T) {
 	skipInShort(t, "load through PgBouncer")
 	t.Parallel()
 	b := startPooler(t, "transaction", 50, 2)
-	a := newAPI(t, func(o *apiOptions) {
+	a := newAPI(t, withoutAdmission, func(o *apiOptions) {
 		o.pool.Pooler = dbpool.PoolerTransaction
 		o.pool.QueryExecMode = pgx.QueryExecModeExec
 		o.pool.StatementTimeout = 2 * time.Second

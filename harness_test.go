@@ -169,6 +169,31 @@ func defaultAPIOptions() apiOptions {
 // withRealtime is an apiOptions adjustment: start the listener.
 func withRealtime(o *apiOptions) { o.realtime = true }
 
+// setEnv is an apiOptions adjustment: environment variables as a
+// deployment would set them.
+func setEnv(kv ...string) func(*apiOptions) {
+	return func(o *apiOptions) {
+		if o.env == nil {
+			o.env = map[string]string{}
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			o.env[kv[i]] = kv[i+1]
+		}
+	}
+}
+
+// withoutAdmission turns admission off (ADMISSION_PER_USER=0), for the
+// tests of the layers below it: they send one user's flood on purpose, to
+// put more operations on the pool at once than admission would let
+// through, and prove what the pool and the database do then.
+var withoutAdmission = setEnv("ADMISSION_PER_USER", "0")
+
+// withPatientAdmission keeps admission on, with its global limit sized
+// from the pool as in production, but lets operations wait as long as the
+// load tests let the pool make them wait (loadPoolTimeout), so that a
+// loaded 2-core machine under -race refuses nothing their many users send.
+var withPatientAdmission = setEnv("ADMISSION_MAX_WAIT", loadPoolTimeout.String(), "ADMISSION_QUEUE_PER_USER", "256")
+
 // testAPI is a running server and what the tests reach it with.
 type testAPI struct {
 	t       testing.TB

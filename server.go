@@ -33,6 +33,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/jackc/pgx/v5"
 
+	"chatql/admission"
 	"chatql/auth"
 	"chatql/chat"
 	"chatql/config"
@@ -414,6 +415,19 @@ type apiConfig struct {
 	queryCache *document.Cache
 }
 
+// newAdmission builds the admission controller of cfg, its global limit
+// by default sized from the pool: every connection the pool lends busy,
+// plus one operation per core.
+func newAdmission(cfg admission.Config, pool *dbpool.Pool, m *metrics.Metrics) *admission.Controller {
+	if cfg.MaxConcurrent == 0 {
+		size, overflow := pool.Config().Lendable()
+		cfg.MaxConcurrent = admission.DefaultMaxConcurrent(size + overflow)
+	}
+	c := admission.New(cfg, admission.WithObserver(m))
+	m.WatchAdmission(c)
+	return c
+}
+
 // newHandler builds the whole HTTP surface; tests use it as the server does.
 func newHandler(api apiConfig) http.Handler {
 	dbStats := api.devMode
@@ -434,6 +448,8 @@ func newHandler(api apiConfig) http.Handler {
 		ready = append(ready, func() (string, bool) { return health.ReasonNoSigningKeys, jwks.Ready() == nil })
 	}
 	health.Register(mux, api.pool, api.logger, guard, ready...)
+	admit := newAdmission(api.cfg.Admission, api.pool, m)
+	health.RegisterAdmission(mux, admit, guard)
 	mux.Handle("GET /metrics", guard(m.Handler()))
 	if api.queryCache == nil {
 		api.queryCache = document.NewCache(api.cfg.QueryCacheBytes)
@@ -461,6 +477,7 @@ func newHandler(api apiConfig) http.Handler {
 		TrustedProxies: api.cfg.TrustedProxies,
 		DocumentLimits: api.cfg.DocumentLimits,
 		DocumentCache:  api.queryCache,
+		Admission:      admit,
 	}))
 	mux.Handle("GET /{$}", playgroundHandler(api.demoHeader))
 	return mux

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"chatql/admission"
 	"chatql/auth"
 	"chatql/dbpool"
 	"chatql/document"
@@ -106,6 +107,12 @@ type Config struct {
 	// QueryCacheBytes bounds the parsed-document and persisted-query cache
 	// (QUERY_CACHE_BYTES).
 	QueryCacheBytes int
+	// Admission is the per-principal admission (ADMISSION_PER_USER,
+	// ADMISSION_QUEUE_PER_USER, ADMISSION_MAX_CONCURRENT,
+	// ADMISSION_MAX_WAIT, SUBSCRIPTIONS_PER_USER). MaxConcurrent 0 means
+	// the default for the pool (admission.DefaultMaxConcurrent), decided
+	// where the pool is known.
+	Admission admission.Config
 }
 
 // MinJWTSecretLength is the shortest JWT_SECRET accepted: HS256 is only as
@@ -185,6 +192,13 @@ func Load(getenv func(string) string) (Config, error) {
 		SignInWindow:              r.seconds("SIGNIN_WINDOW", 15*time.Minute, false),
 		SignUpMaxPerAddress:       r.int("SIGNUP_MAX_PER_ADDRESS", 20, 0),
 		TrustedProxies:            r.trustedProxies("TRUSTED_PROXIES"),
+		Admission: admission.Config{
+			PerPrincipal:              r.int("ADMISSION_PER_USER", admission.DefaultPerPrincipal, 0),
+			QueuePerPrincipal:         r.int("ADMISSION_QUEUE_PER_USER", admission.DefaultQueuePerPrincipal, 0),
+			MaxConcurrent:             r.int("ADMISSION_MAX_CONCURRENT", 0, 0),
+			MaxWait:                   r.seconds("ADMISSION_MAX_WAIT", admission.DefaultMaxWait, false),
+			SubscriptionsPerPrincipal: r.int("SUBSCRIPTIONS_PER_USER", admission.DefaultSubscriptionsPerPrincipal, 0),
+		},
 	}
 	if c.SignInMaxFailures > 0 && c.SignInMaxFailuresPerEmail > 0 && c.SignInMaxFailuresPerEmail < c.SignInMaxFailures {
 		// The per-email count includes every address's: below the

@@ -438,3 +438,27 @@ func TestSigningKeys(t *testing.T) {
 		t.Logf("%s: %v", name, err)
 	}
 }
+
+// TestAdmission: the defaults, explicit values, 0 turning admission off,
+// and bad values reported by name.
+func TestAdmission(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Admission; a.PerPrincipal != 4 || a.QueuePerPrincipal != 16 || a.MaxConcurrent != 0 || a.MaxWait != 2*time.Second || a.SubscriptionsPerPrincipal != 20 {
+		t.Errorf("admission defaults: %+v", a)
+	}
+	c, err = Load(env(map[string]string{"ADMISSION_PER_USER": "0", "ADMISSION_MAX_CONCURRENT": "12", "ADMISSION_MAX_WAIT": "500ms", "SUBSCRIPTIONS_PER_USER": "0"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Admission; a.Enabled() || a.MaxConcurrent != 12 || a.MaxWait != 500*time.Millisecond || a.SubscriptionsPerPrincipal != 0 {
+		t.Errorf("admission: %+v", a)
+	}
+	_, err = Load(env(map[string]string{"ADMISSION_PER_USER": "-1", "ADMISSION_MAX_WAIT": "0"}))
+	var cfgErr *Error
+	if !errors.As(err, &cfgErr) || len(cfgErr.Problems) != 2 {
+		t.Fatalf("bad admission values: %v", err)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 	"strconv"
 
+	"chatql/admission"
+
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/vektah/gqlparser/v2/gqlerror"
@@ -56,7 +58,14 @@ var errAnonymousRefused = errors.New("anonymous sign-ins are not accepted by thi
 func classify(err error) (code, message string) {
 	var input *chat.InputError
 	var limited *rateLimitedError
+	var refused *admission.RefusedError
 	switch {
+	case errors.As(err, &refused) && refused.Reason == admission.ReasonSubscriptions:
+		return CodeRateLimited, "too many subscriptions open for this client: end one before starting another"
+	case errors.As(err, &refused) && errors.Is(err, admission.ErrServerBusy):
+		return CodeOverloaded, "the server is overloaded: retry after the time in Retry-After (extensions.retryAfter)"
+	case errors.As(err, &refused):
+		return CodeRateLimited, "too many operations of this client at once: retry after the time in Retry-After (extensions.retryAfter)"
 	case errors.As(err, &input):
 		return CodeBadUserInput, input.Error()
 	case errors.As(err, &limited):

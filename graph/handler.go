@@ -65,9 +65,13 @@ func NewHandler(opts Options) http.Handler {
 	if opts.Passwords == nil {
 		opts.Passwords = auth.DefaultPasswords()
 	}
+	noWait, cancel := context.WithCancel(context.Background())
+	cancel()
 	state := &handlerState{
 		opts:       opts,
 		retryAfter: strconv.Itoa(max(1, int(opts.Pool.Config().Timeout.Seconds()/2))),
+		noWait:     noWait,
+		present:    errorPresenter(opts.Logger),
 	}
 	cfg := Config{Resolvers: &Resolver{opts: opts, messages: newAnnouncements(opts.Pool),
 		signIns: newSignInGuard(opts.SignInLimits, nil)}}
@@ -101,7 +105,7 @@ func NewHandler(opts Options) http.Handler {
 	// accepted.
 	srv.SetQueryCache(opts.DocumentCache.Documents())
 	srv.SetParserTokenLimit(opts.DocumentLimits.Tokens)
-	srv.SetErrorPresenter(errorPresenter(opts.Logger))
+	srv.SetErrorPresenter(state.present)
 	srv.SetRecoverFunc(recoverFunc(opts.Logger))
 	if opts.Introspection {
 		srv.Use(extension.Introspection{})
@@ -126,6 +130,7 @@ func NewHandler(opts Options) http.Handler {
 		ForbiddenCode:    CodeForbidden,
 		RequestErrorCode: CodeBadUserInput,
 		TrustedProxies:   opts.TrustedProxies,
+		Admission:        state.admitHTTP,
 	})
 }
 

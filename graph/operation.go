@@ -79,15 +79,20 @@ type dbStats struct {
 func (h *handlerState) aroundOperations(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 	start := time.Now()
 	opCtx := graphql.GetOperationContext(ctx)
+	isSubscription := opCtx.Operation != nil && opCtx.Operation.Operation == ast.Subscription
+	started, admitted, err := h.admitOperation(ctx, isSubscription)
+	if err != nil {
+		return h.refusal(ctx, err)
+	}
 	op := h.newOperation(ctx, opCtx)
 	ctx = withOperation(ctx, op)
 
 	var once sync.Once
-	release := func() { once.Do(op.scope.Release) }
+	release := func() { once.Do(func() { op.scope.Release(); admitted() }) }
 	stop := context.AfterFunc(ctx, release)
 
 	responses := next(ctx)
-	isSubscription := opCtx.Operation != nil && opCtx.Operation.Operation == ast.Subscription
+	started()
 	return func(ctx context.Context) *graphql.Response {
 		if isSubscription {
 			return h.subscriptionEvent(ctx, op, responses, func() { stop(); release() })
@@ -183,9 +188,13 @@ func (h *handlerState) newOperation(ctx context.Context, opCtx *graphql.Operatio
 	op.loaders = newLoaders(op)
 	// A websocket's operations run as the one identity wsInit decided; an
 	// HTTP request's, as its Authorization header says.
+	header := opCtx.Headers.Get("Authorization")
 	if who, ok := ctx.Value(socketIdentityKey{}).(socketIdentity); ok {
 		op.identity, op.hasIdentity = who.identity, who.hasIdentity
-	} else if raw, ok, err := auth.FromHeader(opCtx.Headers.Get("Authorization")); err != nil {
+	} else if e, ok := edgeAdmissionFrom(ctx); ok && e.verified && e.authorization == header {
+		// Verified at the edge, from these very headers.
+		op.identity, op.hasIdentity = e.identity, true
+	} else if raw, ok, err := auth.FromHeader(header); err != nil {
 		op.tokenErr = err
 	} else if ok {
 		op.identity, op.tokenErr = h.opts.Tokens.Verify(ctx, raw)
@@ -260,4 +269,9 @@ func requireViewer(ctx context.Context) (chat.User, error) {
 type handlerState struct {
 	opts       Options
 	retryAfter string
+	// noWait is an already cancelled context: token verification at the
+	// edge never waits on it (edgePrincipal).
+	noWait context.Context
+	// present is the error presenter, for responses built here.
+	present graphql.ErrorPresenterFunc
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/99designs/gqlgen/graphql"
 
+	"chatql/admission"
 	"chatql/auth"
 	"chatql/dbpool"
 	"chatql/document"
@@ -70,6 +71,9 @@ type Options struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For or Forwarded
 	// header says who the client is (for SignInLimits); none by default.
 	TrustedProxies web.TrustedProxies
+	// Admission admits operations per principal (the user of a valid
+	// token, else the client address); nil admits everything.
+	Admission *admission.Controller
 }
 
 // Resolver holds the long-lived dependencies of the resolvers. Nothing

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"chatql/admission"
+
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -91,9 +93,12 @@ func (e *rateLimitedError) Error() string { return e.message }
 // the limit's own time, or a second for a full password gate.
 func retryAfter(err error) (time.Duration, bool) {
 	var limited *rateLimitedError
+	var refused *admission.RefusedError
 	switch {
 	case errors.As(err, &limited):
 		return limited.retryAfter, true
+	case errors.As(err, &refused):
+		return refused.RetryAfter, true
 	case errors.Is(err, auth.ErrBusy):
 		return time.Second, true
 	}

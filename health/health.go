@@ -1,5 +1,5 @@
 // Package health serves the endpoints monitors and orchestrators poll:
-// liveness, the pool snapshot, and readiness.
+// liveness, the pool snapshot, the admission state, and readiness.
 package health
 
 import (
@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"chatql/admission"
 	"chatql/dbpool"
 )
 
@@ -77,6 +78,18 @@ func Reason(err error) string {
 	default:
 		return ReasonDatabaseError
 	}
+}
+
+// RegisterAdmission adds GET /health/admission: the admission
+// controller's limits, what runs and waits now, and its totals, behind
+// guard like /health/db-pool.
+func RegisterAdmission(mux *http.ServeMux, c *admission.Controller, guard func(http.Handler) http.Handler) {
+	if guard == nil {
+		guard = func(h http.Handler) http.Handler { return h }
+	}
+	mux.Handle("GET /health/admission", guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, c.Stats())
+	})))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

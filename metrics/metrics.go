@@ -24,6 +24,7 @@ type Metrics struct {
 	hold        prometheus.Histogram
 	operations  *prometheus.HistogramVec
 	leaks       prometheus.Counter
+	admission   admissionMetrics
 }
 
 // waitBuckets span a free connection (microseconds) to a pool timeout.
@@ -54,6 +55,7 @@ func New() *Metrics {
 			Name: "chatql_connection_leaks_total",
 			Help: "Connections held longer than DB_LEAK_THRESHOLD by one operation or job.",
 		}),
+		admission: newAdmissionMetrics(),
 	}
 	m.registry.MustRegister(m.acquireWait, m.hold, m.operations, m.leaks,
 		collectors.NewGoCollector(),

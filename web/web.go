@@ -30,16 +30,24 @@ type Options struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For or Forwarded
 	// header gives ClientAddr; the zero value trusts none.
 	TrustedProxies TrustedProxies
+	// Admission, when set, wraps the handler inside the client address
+	// and the origin policy but before the body limit and the status
+	// plumbing: it decides whether a request runs before its body is read,
+	// and writes its own refusals.
+	Admission func(http.Handler) http.Handler
 }
 
 // Wrap puts next, a GraphQL handler, behind the edge: the client's address
-// (ClientAddr) first, the origin policy, then the body limit and status
-// plumbing, the SSE registry, and a slot that lets a websocket's
-// operations reach their socket.
+// (ClientAddr) first, the origin policy, admission, then the body limit
+// and status plumbing, the SSE registry, and a slot that lets a
+// websocket's operations reach their socket.
 func Wrap(next http.Handler, opts Options) http.Handler {
 	next = withSocketSlot(next)
 	next = withSSE(opts.Streams, next)
 	next = withHTTPStatus(opts.RequestErrorCode, next)
+	if opts.Admission != nil {
+		next = opts.Admission(next)
+	}
 	next = withCORS(newOriginPolicy(opts.AllowedOrigins), opts.ForbiddenCode, next)
 	return withClientAddr(opts.TrustedProxies, next)
 }

@@ -64,6 +64,10 @@ type options struct {
 	ceiling     bool
 	jwtSecret   string
 	subscribers int
+	// flood is the duration of each fairness scenario (0: skip them);
+	// serverPID, when known, is read for the server's CPU time.
+	flood     time.Duration
+	serverPID int
 }
 
 func (o *options) register(fs *flag.FlagSet) {
@@ -82,6 +86,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.Float64Var(&o.writeRatio, "write-ratio", 0, "fraction of requests that are sendMessage instead of Inbox")
 	fs.BoolVar(&o.ceiling, "ceiling", true, "also run the raw-SQL ceiling at each concurrency")
 	fs.IntVar(&o.subscribers, "subscribers", 2000, "then hold this many messageAdded websockets open and measure delivery (0: skip)")
+	fs.DurationVar(&o.flood, "flood", 10*time.Second, "then run the fairness scenarios (one user flooding with 200 clients while another sends 5 req/s; open-loop arrivals at 10x the peak) for this long each (0: skip)")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", os.Getenv("JWT_SECRET"), "the server's JWT_SECRET, to sign clients in (default $JWT_SECRET)")
 	o.concurrency = []int{16, 64, 256}
 }
@@ -203,6 +208,18 @@ func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.
 	}
 	fmt.Fprintln(out)
 	load.PrintTable(out, results)
+	if o.flood > 0 {
+		peak := 0.0
+		for _, r := range results {
+			if r.Mode == load.ModeChatQL {
+				// Served requests only: refusals are not throughput.
+				peak = max(peak, float64(r.Requests()-r.ErrorCount())/r.Elapsed.Seconds())
+			}
+		}
+		if err := fairness(ctx, o, baseURL, clients, peak, out); err != nil {
+			return fmt.Errorf("fairness: %w", err)
+		}
+	}
 	if o.subscribers > 0 {
 		r, err := load.SubscribeRun{
 			BaseURL: baseURL, Clients: clients, Subscribers: o.subscribers,

@@ -1,0 +1,517 @@
+package admission
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// Defaults: see Config.
+const (
+	DefaultPerPrincipal              = 4
+	DefaultQueuePerPrincipal         = 16
+	DefaultMaxWait                   = 2 * time.Second
+	DefaultSubscriptionsPerPrincipal = 20
+)
+
+// initialServiceTime is the service time assumed before any operation has
+// finished: roughly an Inbox query on a quiet server.
+const initialServiceTime = 10 * time.Millisecond
+
+// serviceWeight is the weight of the newest operation in the service time
+// average: about the last ten operations count.
+const serviceWeight = 0.1
+
+// subscriptionRetryAfter is the Retry-After of a subscription over the
+// cap: subscriptions end when their clients leave, not on a schedule.
+const subscriptionRetryAfter = 10 * time.Second
+
+// DefaultMaxConcurrent is the global limit for a pool that lends at most
+// poolMax connections: every connection busy plus one operation per core
+// doing the CPU work that needs none (parsing, encoding the response).
+func DefaultMaxConcurrent(poolMax int) int {
+	return poolMax + runtime.GOMAXPROCS(0)
+}
+
+// Config sets the limits; see the package documentation.
+type Config struct {
+	// PerPrincipal is how many operations one principal runs at once
+	// (ADMISSION_PER_USER); 0 turns admission off: every operation runs
+	// at once, as without this package.
+	PerPrincipal int
+	// QueuePerPrincipal is how many more may wait (ADMISSION_QUEUE_PER_USER).
+	QueuePerPrincipal int
+	// MaxConcurrent is how many operations run at once in all
+	// (ADMISSION_MAX_CONCURRENT).
+	MaxConcurrent int
+	// MaxWait bounds the time an operation waits to be admitted
+	// (ADMISSION_MAX_WAIT).
+	MaxWait time.Duration
+	// SubscriptionsPerPrincipal caps a principal's open subscriptions
+	// (SUBSCRIPTIONS_PER_USER); 0 means no cap.
+	SubscriptionsPerPrincipal int
+}
+
+// Enabled reports whether operations are admitted at all.
+func (c Config) Enabled() bool { return c.PerPrincipal > 0 }
+
+// Clock is time as the Controller sees it; tests inject their own.
+type Clock interface {
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine after d, unless stop is
+	// called first; stop reports whether it prevented the call.
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+func (realClock) AfterFunc(d time.Duration, f func()) func() bool {
+	return time.AfterFunc(d, f).Stop
+}
+
+// Reason says why an operation was refused; it is the metrics label.
+type Reason string
+
+const (
+	// ReasonQueueFull: the principal's queue was full.
+	ReasonQueueFull Reason = "queue_full"
+	// ReasonPrincipalBusy: the principal's own share would make it wait
+	// too long, or did.
+	ReasonPrincipalBusy Reason = "principal_busy"
+	// ReasonServerBusy: the whole server would make it wait too long, or
+	// did.
+	ReasonServerBusy Reason = "server_busy"
+	// ReasonSubscriptions: the principal has its cap of subscriptions open.
+	ReasonSubscriptions Reason = "subscriptions"
+)
+
+// Errors a refusal matches (errors.Is): ErrPrincipalBusy when the
+// principal's own share is full (RATE_LIMITED, 429), ErrServerBusy when
+// the server is (OVERLOADED, 503).
+var (
+	ErrPrincipalBusy = errors.New("too many operations of this client at once")
+	ErrServerBusy    = errors.New("the server is overloaded")
+)
+
+// RefusedError is an operation admission refused.
+type RefusedError struct {
+	Reason Reason
+	// RetryAfter is when trying again is worth it: about when the queue
+	// will have drained enough to admit within MaxWait.
+	RetryAfter time.Duration
+	// Waited is how long it waited before the refusal (0: at once).
+	Waited time.Duration
+	// Hold is how long the caller should wait before answering, at most
+	// MaxWait: the principal was refused before and came back before its
+	// Retry-After. Holding the answer costs a timer, not CPU, and slows a
+	// client that retries at once to the pace it was asked to keep.
+	Hold time.Duration
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("admission refused (%s): %v", e.Reason, e.Unwrap())
+}
+
+// Unwrap is ErrServerBusy or ErrPrincipalBusy.
+func (e *RefusedError) Unwrap() error {
+	if e.Reason == ReasonServerBusy {
+		return ErrServerBusy
+	}
+	return ErrPrincipalBusy
+}
+
+// Observer is told every decision, for metrics. It is called without the
+// Controller's lock held, and must not block.
+type Observer interface {
+	// Queued is called when an operation starts waiting.
+	Queued()
+	// Admitted is called when an operation is admitted, with how long it
+	// waited (0 when it ran at once).
+	Admitted(wait time.Duration)
+	// Refused is called for every refusal; waited is 0 for one at arrival.
+	Refused(reason Reason, waited time.Duration)
+}
+
+// Controller admits operations; see the package documentation.
+type Controller struct {
+	cfg      Config
+	clock    Clock
+	observer Observer
+
+	mu sync.Mutex
+	// principals holds those with operations running or waiting.
+	principals map[string]*principal
+	// ring holds the principals with waiting operations, in round-robin
+	// order; next is the index of the one served next.
+	ring    []*principal
+	next    int
+	running int
+	queued  int
+	// service is the recent service time (an EWMA).
+	service       time.Duration
+	subscriptions map[string]int
+	counts        Counts
+}
+
+type principal struct {
+	key     string
+	running int
+	queue   []*waiter // oldest first
+	// retryAt is when the principal's last refusal told it to come back.
+	retryAt time.Time
+}
+
+// waiter is a queued operation; ready receives nil when it is admitted or
+// its refusal. Its fields are guarded by the Controller's mu.
+type waiter struct {
+	p       *principal
+	arrived time.Time
+	ready   chan error
+	stop    func() bool
+	queued  bool // still in p.queue
+}
+
+// Option adjusts a Controller.
+type Option func(*Controller)
+
+// WithClock makes the Controller read time from clock.
+func WithClock(clock Clock) Option { return func(c *Controller) { c.clock = clock } }
+
+// WithObserver reports decisions to o.
+func WithObserver(o Observer) Option { return func(c *Controller) { c.observer = o } }
+
+// New returns a Controller with cfg's limits; zero values take the
+// defaults, except PerPrincipal 0 (admission off) and
+// SubscriptionsPerPrincipal 0 (no cap).
+func New(cfg Config, opts ...Option) *Controller {
+	if cfg.QueuePerPrincipal < 0 {
+		cfg.QueuePerPrincipal = 0
+	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = DefaultMaxConcurrent(0)
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = DefaultMaxWait
+	}
+	c := &Controller{
+		cfg:           cfg,
+		clock:         realClock{},
+		principals:    map[string]*principal{},
+		subscriptions: map[string]int{},
+		service:       initialServiceTime,
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// Config returns the limits in force.
+func (c *Controller) Config() Config { return c.cfg }
+
+// Ticket is an admitted operation's slot.
+type Ticket struct {
+	c       *Controller
+	p       *principal
+	started time.Time
+	once    sync.Once
+}
+
+// Release gives the slot back and lets the next operation in. It is
+// idempotent, and a no-op on a nil Ticket (admission off).
+func (t *Ticket) Release() {
+	if t == nil || t.c == nil {
+		return
+	}
+	t.once.Do(func() { t.c.release(t) })
+}
+
+// Acquire admits an operation of principal key: at once, after waiting its
+// turn (at most MaxWait), or not at all (a *RefusedError, or ctx's error
+// when ctx ends while it waits). The caller must Release the ticket.
+func (c *Controller) Acquire(ctx context.Context, key string) (*Ticket, error) {
+	if !c.cfg.Enabled() {
+		return nil, nil
+	}
+	c.mu.Lock()
+	now := c.clock.Now()
+	p := c.principal(key)
+	if len(p.queue) == 0 && p.running < c.cfg.PerPrincipal && c.running < c.cfg.MaxConcurrent {
+		t := c.start(p, now)
+		c.counts.Admitted++
+		c.mu.Unlock()
+		c.observeAdmitted(0)
+		return t, nil
+	}
+	wait, serverBound := c.predict(p, len(p.queue))
+	var refused *RefusedError
+	switch {
+	case len(p.queue) >= c.cfg.QueuePerPrincipal:
+		refused = &RefusedError{Reason: ReasonQueueFull, RetryAfter: wait - c.cfg.MaxWait}
+	case wait > c.cfg.MaxWait && serverBound:
+		refused = &RefusedError{Reason: ReasonServerBusy, RetryAfter: wait - c.cfg.MaxWait}
+	case wait > c.cfg.MaxWait:
+		refused = &RefusedError{Reason: ReasonPrincipalBusy, RetryAfter: wait - c.cfg.MaxWait}
+	}
+	if refused != nil {
+		refused.RetryAfter = max(refused.RetryAfter, time.Second)
+		if early := p.retryAt.Sub(now); early > 0 {
+			refused.Hold = min(early, c.cfg.MaxWait)
+		} else {
+			p.retryAt = now.Add(refused.RetryAfter)
+		}
+		c.counts.refused(refused.Reason)
+		c.forget(p)
+		c.mu.Unlock()
+		c.observeRefused(refused.Reason, 0)
+		return nil, refused
+	}
+	w := &waiter{p: p, arrived: now, ready: make(chan error, 1), queued: true}
+	if len(p.queue) == 0 {
+		c.ring = append(c.ring, p)
+	}
+	p.queue = append(p.queue, w)
+	c.queued++
+	c.counts.Queued++
+	w.stop = c.clock.AfterFunc(c.cfg.MaxWait, func() { c.expire(w) })
+	c.mu.Unlock()
+	if c.observer != nil {
+		c.observer.Queued()
+	}
+
+	select {
+	case err := <-w.ready:
+		if err != nil {
+			return nil, err
+		}
+		return &Ticket{c: c, p: p, started: c.clock.Now()}, nil
+	case <-ctx.Done():
+		if c.cancel(w) {
+			return nil, context.Cause(ctx)
+		}
+		// Admitted (or refused) meanwhile: take the outcome and give the
+		// slot straight back.
+		if err := <-w.ready; err == nil {
+			(&Ticket{c: c, p: p, started: c.clock.Now()}).Release()
+		}
+		return nil, context.Cause(ctx)
+	}
+}
+
+// principal returns key's state, creating it. c.mu is held.
+func (c *Controller) principal(key string) *principal {
+	p, ok := c.principals[key]
+	if !ok {
+		p = &principal{key: key}
+		c.principals[key] = p
+	}
+	return p
+}
+
+// forget drops p's state when it has nothing running or waiting, so that
+// memory follows the active principals only. c.mu is held.
+func (c *Controller) forget(p *principal) {
+	if p.running == 0 && len(p.queue) == 0 {
+		delete(c.principals, p.key)
+	}
+}
+
+// start takes a slot for p. c.mu is held.
+func (c *Controller) start(p *principal, now time.Time) *Ticket {
+	p.running++
+	c.running++
+	return &Ticket{c: c, p: p, started: now}
+}
+
+// predict is how long an operation at place pos of p's queue would wait,
+// and whether the server's limit rather than p's own decides it: p is
+// admitted at the rate of PerPrincipal operations per service time, or of
+// its fair share of MaxConcurrent among the principals competing, when
+// that is smaller. c.mu is held.
+func (c *Controller) predict(p *principal, pos int) (wait time.Duration, serverBound bool) {
+	rate := float64(c.cfg.PerPrincipal)
+	if fair := float64(c.cfg.MaxConcurrent) / float64(len(c.principals)); fair < rate {
+		rate, serverBound = fair, true
+	}
+	return time.Duration(float64(pos+1) * float64(c.service) / rate), serverBound
+}
+
+func (c *Controller) release(t *Ticket) {
+	c.mu.Lock()
+	now := c.clock.Now()
+	held := now.Sub(t.started)
+	c.service = time.Duration((1-serviceWeight)*float64(c.service) + serviceWeight*float64(held))
+	t.p.running--
+	c.running--
+	admitted := c.dispatch(now)
+	c.forget(t.p)
+	c.mu.Unlock()
+	for _, wait := range admitted {
+		c.observeAdmitted(wait)
+	}
+}
+
+// dispatch admits waiting operations while the global limit allows,
+// taking the principals in turn, and returns how long each waited. c.mu is
+// held.
+func (c *Controller) dispatch(now time.Time) []time.Duration {
+	var waits []time.Duration
+	for c.running < c.cfg.MaxConcurrent {
+		p := c.nextEligible()
+		if p == nil {
+			break
+		}
+		w := p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		c.dequeued(w)
+		w.stop()
+		p.running++
+		c.running++
+		c.counts.Admitted++
+		w.ready <- nil
+		waits = append(waits, now.Sub(w.arrived))
+	}
+	return waits
+}
+
+// nextEligible is the principal admitted next, or nil: of those in the
+// ring below their own limit, the one with the fewest operations running,
+// the first in ring order from next among equals; the ring moves past it.
+// Plain round-robin would hand a slot freed by a flood back to the flood
+// as often as not; preferring the principal with the least running gives
+// it to the quiet one. c.mu is held.
+func (c *Controller) nextEligible() *principal {
+	n := len(c.ring)
+	best := -1
+	for i := range n {
+		idx := (c.next + i) % n
+		p := c.ring[idx]
+		if p.running < c.cfg.PerPrincipal && (best < 0 || p.running < c.ring[best].running) {
+			best = idx
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	c.next = best + 1
+	return c.ring[best]
+}
+
+// dequeued accounts for w leaving its queue, and its principal leaving the
+// ring when that was its last waiter. c.mu is held.
+func (c *Controller) dequeued(w *waiter) {
+	w.queued = false
+	c.queued--
+	p := w.p
+	if len(p.queue) > 0 {
+		return
+	}
+	for i, q := range c.ring {
+		if q == p {
+			c.ring = append(c.ring[:i], c.ring[i+1:]...)
+			if i < c.next {
+				c.next--
+			}
+			break
+		}
+	}
+	if len(c.ring) == 0 {
+		c.next = 0
+	} else {
+		c.next %= len(c.ring)
+	}
+}
+
+// remove takes w out of its principal's queue. c.mu is held.
+func (c *Controller) remove(w *waiter) {
+	p := w.p
+	for i, q := range p.queue {
+		if q == w {
+			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+			break
+		}
+	}
+	c.dequeued(w)
+	c.forget(p)
+}
+
+// expire refuses w if it is still waiting after MaxWait.
+func (c *Controller) expire(w *waiter) {
+	c.mu.Lock()
+	if !w.queued {
+		c.mu.Unlock()
+		return
+	}
+	p := w.p
+	reason := ReasonServerBusy
+	if p.running >= c.cfg.PerPrincipal {
+		reason = ReasonPrincipalBusy
+	}
+	wait, _ := c.predict(p, len(p.queue)-1)
+	c.remove(w)
+	c.counts.refused(reason)
+	c.counts.Expired++
+	waited := c.clock.Now().Sub(w.arrived)
+	c.mu.Unlock()
+	w.ready <- &RefusedError{Reason: reason, RetryAfter: wait, Waited: waited}
+	c.observeRefused(reason, waited)
+}
+
+// cancel takes w out of the queue when its caller gave up; false when it
+// was admitted or refused first.
+func (c *Controller) cancel(w *waiter) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !w.queued {
+		return false
+	}
+	w.stop()
+	c.remove(w)
+	return true
+}
+
+// OpenSubscription counts a subscription of principal key until the
+// returned close (idempotent), or refuses it with ReasonSubscriptions when
+// the principal has SubscriptionsPerPrincipal open.
+func (c *Controller) OpenSubscription(key string) (closeFn func(), err error) {
+	if c.cfg.SubscriptionsPerPrincipal <= 0 {
+		return func() {}, nil
+	}
+	c.mu.Lock()
+	if c.subscriptions[key] >= c.cfg.SubscriptionsPerPrincipal {
+		c.counts.refused(ReasonSubscriptions)
+		c.mu.Unlock()
+		c.observeRefused(ReasonSubscriptions, 0)
+		return nil, &RefusedError{Reason: ReasonSubscriptions, RetryAfter: subscriptionRetryAfter}
+	}
+	c.subscriptions[key]++
+	c.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.subscriptions[key]--; c.subscriptions[key] <= 0 {
+				delete(c.subscriptions, key)
+			}
+		})
+	}, nil
+}
+
+func (c *Controller) observeAdmitted(wait time.Duration) {
+	if c.observer != nil {
+		c.observer.Admitted(wait)
+	}
+}
+
+func (c *Controller) observeRefused(reason Reason, waited time.Duration) {
+	if c.observer != nil {
+		c.observer.Refused(reason, waited)
+	}
+}

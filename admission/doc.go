@@ -1,0 +1,45 @@
+// Package admission decides, before an operation costs anything, whether it
+// runs now, waits its turn, or is refused at once; so that one client
+// cannot take the service from everyone else, and a request that cannot
+// be served in time is told so immediately instead of timing out late.
+//
+// Every operation belongs to a principal: the user of a valid token, else
+// the client's address (the caller decides; this package only sees keys).
+// The model:
+//
+//   - A principal runs at most PerPrincipal operations at once; beyond
+//     that its operations wait in a queue of its own, at most
+//     QueuePerPrincipal long.
+//   - Behind the per-principal limits stands a global one, MaxConcurrent.
+//     When a slot frees, it goes to the waiting principal with the fewest
+//     operations running, round-robin among equals, one operation at a
+//     time: a quiet principal's request is next, or waits for at most one
+//     turn of every other waiting principal, never behind hundreds of a
+//     noisy one's.
+//   - An arriving operation that would have to wait is refused at once
+//     when its predicted wait exceeds MaxWait, or its principal's queue is
+//     full. The prediction is its place in its principal's queue times the
+//     recent service time (an exponentially weighted average of how long
+//     admitted operations held their slot), divided by the rate at which
+//     its principal is admitted: PerPrincipal at a time, or its fair share
+//     of MaxConcurrent among the principals competing, whichever is
+//     smaller. A refusal names whose share was full: the principal's own
+//     (ErrPrincipalBusy, HTTP 429 RATE_LIMITED) or the whole server's
+//     (ErrServerBusy, 503 OVERLOADED), with a Retry-After computed from the
+//     same prediction.
+//   - A principal that comes back before the Retry-After it was given, and
+//     still has operations running or waiting, is refused again with Hold
+//     set: the caller holds the answer that long (a timer, no CPU), so a
+//     client that retries a refusal at once cannot make the server spend
+//     its cores on refusals.
+//   - An operation that waited MaxWait without being admitted is refused
+//     then (a timer, not a poll), so that no admitted operation ever waited
+//     longer than MaxWait.
+//   - A principal has at most SubscriptionsPerPrincipal subscriptions open
+//     at once. A subscription takes an operation slot only while it starts;
+//     its events are not admitted (they are the realtime hub's, buffered
+//     per subscriber).
+//
+// State is per process: N replicas admit N times as much.
+// A Controller is safe for concurrent use.
+package admission
