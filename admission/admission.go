@@ -11,7 +11,7 @@ import (
 
 // Defaults: see Config.
 const (
-	DefaultPerPrincipal              = 4
+	DefaultPerPrincipal              = 6
 	DefaultQueuePerPrincipal         = 256
 	DefaultMaxWait                   = 2 * time.Second
 	DefaultSubscriptionsPerPrincipal = 20
