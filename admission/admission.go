@@ -153,14 +153,7 @@ type Controller struct {
 	running int
 	queued  int
 	// service is the recent service time (an EWMA).
-	service time.Duration
-	// retryAt holds when the Retry-After of a refused principal ends,
-	// after its state was forgotten: a client with one request at a time
-	// has nothing running when it is refused, and would otherwise escape
-	// the hold by retrying at once. pruneAt is the size at which expired
-	// entries are swept.
-	retryAt       map[string]time.Time
-	pruneAt       int
+	service       time.Duration
 	subscriptions map[string]int
 	counts        Counts
 }
@@ -209,7 +202,6 @@ func New(cfg Config, opts ...Option) *Controller {
 		cfg:           cfg,
 		clock:         realClock{},
 		principals:    map[string]*principal{},
-		retryAt:       map[string]time.Time{},
 		subscriptions: map[string]int{},
 		service:       initialServiceTime,
 	}
@@ -316,33 +308,17 @@ func (c *Controller) Acquire(ctx context.Context, key string) (*Ticket, error) {
 func (c *Controller) principal(key string) *principal {
 	p, ok := c.principals[key]
 	if !ok {
-		p = &principal{key: key, retryAt: c.retryAt[key]}
-		delete(c.retryAt, key)
+		p = &principal{key: key}
 		c.principals[key] = p
 	}
 	return p
 }
 
 // forget drops p's state when it has nothing running or waiting, so that
-// memory follows the active principals only; the end of its Retry-After
-// is kept until it passes. c.mu is held.
+// memory follows the active principals only. c.mu is held.
 func (c *Controller) forget(p *principal) {
-	if p.running > 0 || len(p.queue) > 0 {
-		return
-	}
-	delete(c.principals, p.key)
-	now := c.clock.Now()
-	if !p.retryAt.After(now) {
-		return
-	}
-	c.retryAt[p.key] = p.retryAt
-	if len(c.retryAt) >= c.pruneAt {
-		for key, at := range c.retryAt {
-			if !at.After(now) {
-				delete(c.retryAt, key)
-			}
-		}
-		c.pruneAt = 2*len(c.retryAt) + 64
+	if p.running == 0 && len(p.queue) == 0 {
+		delete(c.principals, p.key)
 	}
 }
 

@@ -271,36 +271,6 @@ func TestQueueFullRefusedAtOnce(t *testing.T) {
 	}
 }
 
-// TestEarlyRetryHeldWithNothingRunning: a principal with one request at a
-// time has nothing running when it is refused; coming back before its
-// Retry-After it is still held, though its state was forgotten.
-func TestEarlyRetryHeldWithNothingRunning(t *testing.T) {
-	// The budget is 1 s - 400 ms = 600 ms; a second principal's fair
-	// share of the one slot makes it wait 800 ms.
-	c, clk, _ := newController(admission.Config{PerPrincipal: 1, QueuePerPrincipal: 4, MaxConcurrent: 1, MaxWait: time.Second})
-	setServiceTime(t, c, clk, 400*time.Millisecond)
-	tk := mustAcquire(t, c, "busy")
-	defer tk.Release()
-	ctx := context.Background()
-	_, err := c.Acquire(ctx, "single")
-	if refused := expectRefused(t, err, admission.ReasonServerBusy, admission.ErrServerBusy); refused.Hold != 0 || refused.RetryAfter != time.Second {
-		t.Fatalf("first refusal %+v, want one at once with Retry-After 1s", refused)
-	}
-	if st := c.Stats(); st.Principals != 1 {
-		t.Fatalf("stats %+v, want the refused principal forgotten", st)
-	}
-	clk.advance(300 * time.Millisecond)
-	_, err = c.Acquire(ctx, "single")
-	if refused := expectRefused(t, err, admission.ReasonServerBusy, admission.ErrServerBusy); refused.Hold != 700*time.Millisecond {
-		t.Fatalf("early retry held %v, want the 700ms left", refused.Hold)
-	}
-	clk.advance(700 * time.Millisecond)
-	_, err = c.Acquire(ctx, "single")
-	if refused := expectRefused(t, err, admission.ReasonServerBusy, admission.ErrServerBusy); refused.Hold != 0 {
-		t.Fatalf("retry on time held %v", refused.Hold)
-	}
-}
-
 // TestPredictedWaitRefusedAtOnce: an operation whose place in the queue
 // times the recent service time exceeds its wait budget (MaxWait less the
 // service time) is refused on arrival: 429 when its principal's share

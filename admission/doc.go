@@ -27,13 +27,11 @@
 //     (ErrPrincipalBusy, HTTP 429 RATE_LIMITED) or the whole server's
 //     (ErrServerBusy, 503 OVERLOADED), with a Retry-After computed from the
 //     same prediction.
-//   - A principal that comes back before the Retry-After it was given is
-//     refused again with Hold set: the caller holds the answer that long
-//     (a timer, no CPU), so a client that retries a refusal at once cannot
-//     make the server spend its cores on refusals. The end of a
-//     Retry-After is remembered even when the principal has nothing
-//     running or waiting (a client with one request at a time), until it
-//     passes.
+//   - A principal that comes back before the Retry-After it was given, and
+//     still has operations running or waiting, is refused again with Hold
+//     set: the caller holds the answer that long (a timer, no CPU), so a
+//     client that retries a refusal at once cannot make the server spend
+//     its cores on refusals.
 //   - An operation that waited its budget without being admitted is refused
 //     then (a timer, not a poll). The budget is MaxWait less the recent
 //     service time, at least half of MaxWait: an operation admitted at the
