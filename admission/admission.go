@@ -11,8 +11,8 @@ import (
 
 // Defaults: see Config.
 const (
-	DefaultPerPrincipal              = 4
-	DefaultQueuePerPrincipal         = 16
+	DefaultPerPrincipal              = 6
+	DefaultQueuePerPrincipal         = 256
 	DefaultMaxWait                   = 2 * time.Second
 	DefaultSubscriptionsPerPrincipal = 20
 )
@@ -249,14 +249,15 @@ func (c *Controller) Acquire(ctx context.Context, key string) (*Ticket, error) {
 		return t, nil
 	}
 	wait, serverBound := c.predict(p, len(p.queue))
+	budget := c.waitBudget()
 	var refused *RefusedError
 	switch {
 	case len(p.queue) >= c.cfg.QueuePerPrincipal:
-		refused = &RefusedError{Reason: ReasonQueueFull, RetryAfter: wait - c.cfg.MaxWait}
-	case wait > c.cfg.MaxWait && serverBound:
-		refused = &RefusedError{Reason: ReasonServerBusy, RetryAfter: wait - c.cfg.MaxWait}
-	case wait > c.cfg.MaxWait:
-		refused = &RefusedError{Reason: ReasonPrincipalBusy, RetryAfter: wait - c.cfg.MaxWait}
+		refused = &RefusedError{Reason: ReasonQueueFull, RetryAfter: wait - budget}
+	case wait > budget && serverBound:
+		refused = &RefusedError{Reason: ReasonServerBusy, RetryAfter: wait - budget}
+	case wait > budget:
+		refused = &RefusedError{Reason: ReasonPrincipalBusy, RetryAfter: wait - budget}
 	}
 	if refused != nil {
 		refused.RetryAfter = max(refused.RetryAfter, time.Second)
@@ -278,7 +279,7 @@ func (c *Controller) Acquire(ctx context.Context, key string) (*Ticket, error) {
 	p.queue = append(p.queue, w)
 	c.queued++
 	c.counts.Queued++
-	w.stop = c.clock.AfterFunc(c.cfg.MaxWait, func() { c.expire(w) })
+	w.stop = c.clock.AfterFunc(budget, func() { c.expire(w) })
 	c.mu.Unlock()
 	if c.observer != nil {
 		c.observer.Queued()
@@ -326,6 +327,16 @@ func (c *Controller) start(p *principal, now time.Time) *Ticket {
 	p.running++
 	c.running++
 	return &Ticket{c: c, p: p, started: now}
+}
+
+// waitBudget is how long an operation may wait for its slot: MaxWait
+// less the recent service time, so that an operation admitted at the end
+// of its wait still answers within MaxWait of its arrival (a client counts
+// its whole round trip, not the wait alone). At least half of MaxWait,
+// so that a slow spell does not turn every wait into a refusal. c.mu is
+// held.
+func (c *Controller) waitBudget() time.Duration {
+	return max(c.cfg.MaxWait-c.service, c.cfg.MaxWait/2)
 }
 
 // predict is how long an operation at place pos of p's queue would wait,

@@ -272,11 +272,12 @@ func TestQueueFullRefusedAtOnce(t *testing.T) {
 }
 
 // TestPredictedWaitRefusedAtOnce: an operation whose place in the queue
-// times the recent service time exceeds MaxWait is refused on arrival:
-// 429 when its principal's share decides, 503 when the server's does;
-// Retry-After is the excess.
+// times the recent service time exceeds its wait budget (MaxWait less the
+// service time) is refused on arrival: 429 when its principal's share
+// decides, 503 when the server's does; Retry-After is the excess.
 func TestPredictedWaitRefusedAtOnce(t *testing.T) {
-	c, clk, obs := newController(admission.Config{PerPrincipal: 1, QueuePerPrincipal: 100, MaxConcurrent: 1, MaxWait: time.Second})
+	// The budget is 1.4 s - 400 ms = 1 s.
+	c, clk, obs := newController(admission.Config{PerPrincipal: 1, QueuePerPrincipal: 100, MaxConcurrent: 1, MaxWait: 1400 * time.Millisecond})
 	setServiceTime(t, c, clk, 400*time.Millisecond)
 	if st := c.Stats(); st.ServiceTimeMs < 399 || st.ServiceTimeMs > 400 {
 		t.Fatalf("service time %v ms, want about 400", st.ServiceTimeMs)
@@ -306,11 +307,13 @@ func TestPredictedWaitRefusedAtOnce(t *testing.T) {
 	expectRefused(t, err, admission.ReasonServerBusy, admission.ErrServerBusy)
 }
 
-// TestQueuedRefusedAtBound: an operation still waiting after MaxWait is
-// refused then: 429 when its principal was at its limit, 503 when the
-// server was.
+// TestQueuedRefusedAtBound: an operation still waiting at its budget
+// (MaxWait less the service time, so that it would still answer within
+// MaxWait) is refused then: 429 when its principal was at its limit, 503
+// when the server was.
 func TestQueuedRefusedAtBound(t *testing.T) {
-	c, clk, obs := newController(admission.Config{PerPrincipal: 1, QueuePerPrincipal: 4, MaxConcurrent: 1, MaxWait: 2 * time.Second})
+	c, clk, obs := newController(admission.Config{PerPrincipal: 1, QueuePerPrincipal: 4, MaxConcurrent: 1, MaxWait: 2200 * time.Millisecond})
+	setServiceTime(t, c, clk, 200*time.Millisecond)
 	ctx := context.Background()
 	tk := mustAcquire(t, c, "noisy")
 	defer tk.Release()
@@ -319,12 +322,13 @@ func TestQueuedRefusedAtBound(t *testing.T) {
 	clk.advance(time.Second)
 	quiet := acquireAsync(ctx, c, "quiet")
 	obs.waitQueued(t, 1)
-	clk.advance(time.Second - time.Millisecond)
+	// The average only approaches 200 ms: the budget is a hair over 2 s.
+	clk.advance(time.Second - 10*time.Millisecond)
 	expectPending(t, noisy, quiet)
-	clk.advance(time.Millisecond)
+	clk.advance(20 * time.Millisecond)
 	refused := expectRefused(t, receive(t, noisy).err, admission.ReasonPrincipalBusy, admission.ErrPrincipalBusy)
-	if refused.Waited != 2*time.Second {
-		t.Fatalf("waited %v, want the bound", refused.Waited)
+	if refused.Waited != 2010*time.Millisecond {
+		t.Fatalf("waited %v, want the budget", refused.Waited)
 	}
 	expectPending(t, quiet)
 	clk.advance(time.Second)

@@ -17,7 +17,7 @@
 //     turn of every other waiting principal, never behind hundreds of a
 //     noisy one's.
 //   - An arriving operation that would have to wait is refused at once
-//     when its predicted wait exceeds MaxWait, or its principal's queue is
+//     when its predicted wait exceeds its budget, or its principal's queue is
 //     full. The prediction is its place in its principal's queue times the
 //     recent service time (an exponentially weighted average of how long
 //     admitted operations held their slot), divided by the rate at which
@@ -32,9 +32,11 @@
 //     set: the caller holds the answer that long (a timer, no CPU), so a
 //     client that retries a refusal at once cannot make the server spend
 //     its cores on refusals.
-//   - An operation that waited MaxWait without being admitted is refused
-//     then (a timer, not a poll), so that no admitted operation ever waited
-//     longer than MaxWait.
+//   - An operation that waited its budget without being admitted is refused
+//     then (a timer, not a poll). The budget is MaxWait less the recent
+//     service time, at least half of MaxWait: an operation admitted at the
+//     end of its wait still answers within MaxWait of its arrival, which
+//     is what its client sees.
 //   - A principal has at most SubscriptionsPerPrincipal subscriptions open
 //     at once. A subscription takes an operation slot only while it starts;
 //     its events are not admitted (they are the realtime hub's, buffered
