@@ -18,7 +18,7 @@ run: postgres ## Run the server (no DATABASE_URL: private local Postgres in .dat
 
 .PHONY: test
 test: DB_VAR = TEST_DATABASE_URL
-test: postgres pgbouncer ## Run vet and the whole test suite against a real PostgreSQL
+test: postgres pgbouncer clients ## Run vet and the whole test suite against a real PostgreSQL
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
@@ -84,6 +84,17 @@ postgres:
 	@if [ -n "$(DB_VAR)" ] && [ -n "$${$(DB_VAR)}" ]; then exit 0; fi; \
 	if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
 	$(call install,postgresql,PostgreSQL server binaries (initdb),$(if $(DB_VAR), or set $(DB_VAR)))
+
+# clients makes sure Node.js and npm are present and clients/node_modules
+# matches clients/package-lock.json, for the client compatibility suite
+# (api_clients_test.go).
+.PHONY: clients
+clients:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then exit 0; fi; \
+	$(call install,nodejs npm,Node.js and npm)
+	@if [ ! -f clients/node_modules/.package-lock.json ] || [ clients/package-lock.json -nt clients/node_modules/.package-lock.json ]; then \
+		echo "npm ci in clients/"; cd clients && npm ci --no-audit --no-fund --loglevel=error; \
+	fi
 
 .PHONY: pgbouncer
 pgbouncer:

@@ -197,7 +197,7 @@ func BenchmarkStatementsAliasFanOut(b *testing.B) {
 		req.Header.Set("Authorization", "Bearer "+token)
 		rec := httptest.NewRecorder()
 		handler.ServeHTTP(rec, req)
-		if rec.Code != requestErrorStatus {
+		if rec.Code != requestErrorStatus("") {
 			b.Fatalf("status %d: %.300s", rec.Code, rec.Body.Bytes())
 		}
 		return len(body)

@@ -658,6 +658,8 @@ func countBackends(conn *pgx.Conn, appName string) (int, error) {
 type gqlResponse struct {
 	Status int
 	Header http.Header
+	// Accept is the Accept header the request sent.
+	Accept string
 	Raw    []byte
 	Data   json.RawMessage `json:"data"`
 	Errors []struct {
@@ -724,6 +726,9 @@ func (e *notJSONError) Error() string {
 // decodeGQL decodes a GraphQL response body.
 func decodeGQL(resp *http.Response, raw []byte) (*gqlResponse, error) {
 	r := &gqlResponse{Status: resp.StatusCode, Header: resp.Header, Raw: raw}
+	if resp.Request != nil {
+		r.Accept = resp.Request.Header.Get("Accept")
+	}
 	if err := json.Unmarshal(raw, r); err != nil {
 		return nil, &notJSONError{resp.StatusCode, raw}
 	}
