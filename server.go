@@ -479,6 +479,7 @@ func newHandler(api apiConfig) http.Handler {
 		DocumentCache:  api.queryCache,
 		Admission:      admit,
 	}))
+	mux.Handle("GET /schema.graphql", graph.SchemaHandler(api.cfg.Introspection))
 	mux.Handle("GET /{$}", playgroundHandler(api.demoHeader))
 	return mux
 }
