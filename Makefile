@@ -47,10 +47,11 @@ fuzz: ## Run each fuzz target in turn for FUZZTIME (default 30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzCleanDecodeError$$' -fuzztime $(FUZZTIME) ./web
 
 .PHONY: lint
-lint: ## gofmt, go vet, and check that generated code is up to date
+lint: ## gofmt, go vet, generated code up to date, the playground's vendored files match their pinned hashes
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) generate ./... && git diff --exit-code -- graph
+	$(GO) test -count=1 -run '^TestVendoredAssets$$' ./playground
 
 .PHONY: generate
 generate: ## Regenerate the gqlgen code from schema.graphqls
