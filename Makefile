@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 GO    ?= go
 PKGS  := ./...
+comma := ,
 
 .DEFAULT_GOAL := help
 
@@ -18,7 +19,7 @@ run: postgres ## Run the server (no DATABASE_URL: private local Postgres in .dat
 
 .PHONY: test
 test: DB_VAR = TEST_DATABASE_URL
-test: postgres pgbouncer ## Run vet and the whole test suite against a real PostgreSQL
+test: postgres pgbouncer chromium ## Run vet and the whole test suite against a real PostgreSQL (and the playground in headless Chromium)
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
@@ -90,3 +91,11 @@ postgres:
 pgbouncer:
 	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then exit 0; fi; \
 	$(call install,pgbouncer,PgBouncer)
+
+# chromium is the browser the playground's test drives (headless); CHROMIUM
+# may name another Chromium or Chrome binary.
+.PHONY: chromium
+chromium:
+	@if [ -n "$${CHROMIUM}" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| command -v google-chrome >/dev/null 2>&1; then exit 0; fi; \
+	$(call install,chromium,Chromium (for the playground's browser test),$(comma) or set CHROMIUM)

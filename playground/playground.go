@@ -21,9 +21,11 @@ const AssetsPath = "/playground/"
 
 // ContentSecurityPolicy is the page's policy: everything from this origin
 // only ('self' covers the websocket to the same host), no inline scripts,
-// no framing. Styles may be inline because GraphiQL's editors and popups
-// set them as attributes; fonts and icons come as data: URLs inside
-// GraphiQL's stylesheet.
+// no framing. Styles may be inline because GraphiQL's dialogs lock
+// scrolling with a <style> element they insert (react-remove-scroll; its
+// text varies, so a hash cannot allow it); fonts and icons come as data:
+// URLs inside GraphiQL's stylesheet. TestPlaygroundInBrowser fails on any
+// violation.
 const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; " +
 	"connect-src 'self'; img-src 'self' data:; font-src 'self' data:; " +
 	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
