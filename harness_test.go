@@ -282,7 +282,9 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		poolURL = o.poolURL(dbURL)
 	}
 	var err error
-	poolOpts := []dbpool.Option{dbpool.WithTracer(a.counter), dbpool.WithBorrowSite(graph.BorrowSite)}
+	// The pool reports to the metrics /metrics serves, as in openPool.
+	m := metrics.New()
+	poolOpts := []dbpool.Option{dbpool.WithTracer(a.counter), dbpool.WithBorrowSite(graph.BorrowSite), dbpool.WithObserver(m)}
 	// The listener goes where the pool goes when it shares the budget
 	// (Pool.Reserved, as config sets it without DATABASE_DIRECT_URL), else
 	// straight to the database.
@@ -328,7 +330,7 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		tokens:          a.tokens,
 		logger:          o.logger,
 		cfg:             cfg,
-		metrics:         metrics.New(),
+		metrics:         m,
 		hub:             a.hub,
 		streams:         web.NewStreams(),
 		fieldMiddleware: o.fieldMiddleware,
