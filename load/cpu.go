@@ -19,21 +19,30 @@ const clockTick = 10 * time.Millisecond
 
 // procStat returns a process's parent and its user plus system CPU time.
 func procStat(pid int) (ppid int, cpu time.Duration, err error) {
+	ppid, cpu, _, err = procStatChildren(pid)
+	return ppid, cpu, err
+}
+
+// procStatChildren is procStat with the CPU time of the process's
+// children that have exited (and been waited for).
+func procStatChildren(pid int) (ppid int, cpu, exited time.Duration, err error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	// The command name is in parentheses and may hold spaces: the fields
 	// counted from 3 (state) start after the last ')'.
 	s := string(raw)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	if len(f) < 15 {
+		return 0, 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
 	ppid, _ = strconv.Atoi(f[1])
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return ppid, time.Duration(utime+stime) * clockTick, nil
+	tick := func(i int) time.Duration {
+		n, _ := strconv.ParseInt(f[i], 10, 64)
+		return time.Duration(n) * clockTick
+	}
+	return ppid, tick(11) + tick(12), tick(13) + tick(14), nil
 }
 
 // ProcessCPU is the CPU time pid has used so far.
@@ -42,13 +51,16 @@ func ProcessCPU(pid int) (time.Duration, error) {
 	return cpu, err
 }
 
-// TreeCPU is the CPU time used so far by pid and its live children: for
-// the postmaster, every backend and background process of the cluster.
+// TreeCPU is the CPU time used so far by pid and its children, live or
+// exited: for the postmaster, every backend and background process of the
+// cluster. A backend that exits between two readings moves from the live
+// sum to the exited one, so differences stay right.
 func TreeCPU(pid int) (time.Duration, error) {
-	total, err := ProcessCPU(pid)
+	_, own, exited, err := procStatChildren(pid)
 	if err != nil {
 		return 0, err
 	}
+	total := own + exited
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, err
