@@ -125,6 +125,10 @@ func NewHandler(opts Options) http.Handler {
 	srv.AroundOperations(state.aroundOperations)
 	if opts.FieldMiddleware != nil {
 		srv.AroundFields(opts.FieldMiddleware)
+	} else {
+		// A field middleware expects to see every field: the inbox is
+		// rendered directly only without one.
+		srv.AroundRootFields(renderInbox)
 	}
 	return web.Wrap(withUpgradeAuthorization(srv), web.Options{
 		AllowedOrigins:   opts.AllowedOrigins,
