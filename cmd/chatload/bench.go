@@ -94,7 +94,6 @@ func bench(ctx context.Context, args []string, out io.Writer) error {
 		_ = server.Process.Signal(syscall.SIGTERM)
 		_ = server.Wait()
 	}()
-	o.serverPID = server.Process.Pid
 	baseURL := "http://" + addr
 	if err := waitReady(ctx, baseURL, 30*time.Second); err != nil {
 		return err
