@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 GO    ?= go
 PKGS  := ./...
+comma := ,
 
 .DEFAULT_GOAL := help
 
@@ -18,7 +19,7 @@ run: postgres ## Run the server (no DATABASE_URL: private local Postgres in .dat
 
 .PHONY: test
 test: DB_VAR = TEST_DATABASE_URL
-test: postgres pgbouncer ## Run vet and the whole test suite against a real PostgreSQL
+test: postgres pgbouncer chromium clients ## Run vet and the whole test suite against a real PostgreSQL (with the npm client suite, and the playground in headless Chromium)
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
@@ -47,10 +48,11 @@ fuzz: ## Run each fuzz target in turn for FUZZTIME (default 30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzCleanDecodeError$$' -fuzztime $(FUZZTIME) ./web
 
 .PHONY: lint
-lint: ## gofmt, go vet, and check that generated code is up to date
+lint: ## gofmt, go vet, generated code up to date, the playground's vendored files match their pinned hashes
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) generate ./... && git diff --exit-code -- graph
+	$(GO) test -count=1 -run '^TestVendoredAssets$$' ./playground
 
 .PHONY: generate
 generate: ## Regenerate the gqlgen code from schema.graphqls
@@ -85,7 +87,26 @@ postgres:
 	if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
 	$(call install,postgresql,PostgreSQL server binaries (initdb),$(if $(DB_VAR), or set $(DB_VAR)))
 
+# clients makes sure Node.js and npm are present and clients/node_modules
+# matches clients/package-lock.json, for the client compatibility suite
+# (api_clients_test.go).
+.PHONY: clients
+clients:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then exit 0; fi; \
+	$(call install,nodejs npm,Node.js and npm)
+	@if [ ! -f clients/node_modules/.package-lock.json ] || [ clients/package-lock.json -nt clients/node_modules/.package-lock.json ]; then \
+		echo "npm ci in clients/"; cd clients && npm ci --no-audit --no-fund --loglevel=error; \
+	fi
+
 .PHONY: pgbouncer
 pgbouncer:
 	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then exit 0; fi; \
 	$(call install,pgbouncer,PgBouncer)
+
+# chromium is the browser the playground's test drives (headless); CHROMIUM
+# may name another Chromium or Chrome binary.
+.PHONY: chromium
+chromium:
+	@if [ -n "$${CHROMIUM}" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| command -v google-chrome >/dev/null 2>&1; then exit 0; fi; \
+	$(call install,chromium,Chromium (for the playground's browser test),$(comma) or set CHROMIUM)

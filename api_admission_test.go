@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"chatql/admission"
 	"chatql/graph"
+	"chatql/web"
 )
 
 // gatedMe makes every `me` field aliased noisy or quiet report its alias on
@@ -107,9 +109,13 @@ func TestAdmissionFairAndEarly(t *testing.T) {
 
 	// Refused at once: two of its operations are blocked and nothing
 	// finishes until the gate opens.
-	r := a.post(noisy, `{ noisy: me { id } }`, nil)
+	// The refusal is in the type the client negotiated, without data.
+	r := a.postAccept(web.MediaGraphQLResponse, noisy, map[string]any{"query": `{ noisy: me { id } }`})
 	if r.Status != http.StatusTooManyRequests || r.code(t) != graph.CodeRateLimited || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("flood's excess: HTTP %d Retry-After %q: %s", r.Status, r.Header.Get("Retry-After"), r.Raw)
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, web.MediaGraphQLResponse) || strings.Contains(string(r.Raw), `"data"`) {
+		t.Errorf("flood's excess: Content-Type %q, body %s; want %s without data", ct, r.Raw, web.MediaGraphQLResponse)
 	}
 
 	results = append(results, a.postAsync(quiet, `{ quiet: me { id } }`))

@@ -70,21 +70,33 @@ func expectCode(t *testing.T, name string, r *gqlResponse, code, field string) {
 	}
 }
 
-// requestErrorStatus is the HTTP status of a request error: an operation
-// refused before it runs (parse, validation, complexity, size). Every test
+// requestErrorStatus is the HTTP status of a request error (an operation
+// refused before it runs: parse, validation, complexity, size) for a
+// request that sent accept, per GraphQL over HTTP: 400 when the response
+// is application/graphql-response+json, 200 when it is application/json
+// (no Accept, as the harness sends, is application/json). Every test
 // asserts it through expectRequestError, so that the rule lives here once.
-const requestErrorStatus = http.StatusUnprocessableEntity
+func requestErrorStatus(accept string) int {
+	if web.Negotiate(accept).JSON == web.MediaGraphQLResponse {
+		return http.StatusBadRequest
+	}
+	return http.StatusOK
+}
 
 // expectRequestError checks that r is a request error: HTTP
-// requestErrorStatus, no data, and only errors of code.
+// requestErrorStatus for the Accept it sent, in the type negotiated, no
+// data key, and only errors of code.
 func expectRequestError(t *testing.T, name string, r *gqlResponse, code string) {
 	t.Helper()
 	expectCode(t, name, r, code, "")
-	if r.Status != requestErrorStatus {
-		t.Errorf("%s: HTTP %d, want %d: %.300s", name, r.Status, requestErrorStatus, r.Raw)
+	if want := requestErrorStatus(r.Accept); r.Status != want {
+		t.Errorf("%s: HTTP %d, want %d (Accept %q): %.300s", name, r.Status, want, r.Accept, r.Raw)
 	}
-	if len(r.Data) != 0 && string(r.Data) != "null" {
-		t.Errorf("%s: refused operation has data: %.300s", name, r.Data)
+	if ct, want := r.Header.Get("Content-Type"), web.Negotiate(r.Accept).JSON; ct != want {
+		t.Errorf("%s: Content-Type %q, want %q (Accept %q)", name, ct, want, r.Accept)
+	}
+	if r.Data != nil {
+		t.Errorf("%s: refused operation has a data key: %.300s", name, r.Raw)
 	}
 }
 

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 
 	"chatql/graph"
@@ -64,7 +66,10 @@ func TestMetricsMatchHealth(t *testing.T) {
 	for metric, field := range map[string]string{
 		"chatql_db_connections_checked_out":    "checked_out",
 		"chatql_db_connections_idle":           "checked_in",
-		"chatql_db_connections_total":          "total",
+		"chatql_db_connections_open":           "total",
+		"chatql_db_pool_size":                  "pool_size",
+		"chatql_db_pool_max_overflow":          "max_overflow",
+		"chatql_db_statements_total":           "statements",
 		"chatql_db_connections_max":            "max_connections",
 		"chatql_db_acquires_waiting":           "waiting",
 		"chatql_db_acquires_total":             "acquire_count",
@@ -76,6 +81,9 @@ func TestMetricsMatchHealth(t *testing.T) {
 		if got, want := value(t, fams, metric), h[field]; got != want {
 			t.Errorf("%s = %v, /health/db-pool %s = %v", metric, got, field, h[field])
 		}
+	}
+	if got := fams["chatql_db_connection_create_seconds"].GetMetric()[0].GetHistogram().GetSampleCount(); float64(got) != h["opened"] {
+		t.Errorf("%d connection creations timed, %v opened", got, h["opened"])
 	}
 	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total"} {
 		if _, ok := fams[name]; !ok {
@@ -126,6 +134,9 @@ func TestMetricsCountWorkload(t *testing.T) {
 	// n queries, the holder, and the query after the terminate.
 	if got := delta("chatql_db_acquires_total"); got != n+2 {
 		t.Errorf("acquires moved by %v, want %d", got, n+2)
+	}
+	if got := delta("chatql_db_statements_total"); got < n+2 {
+		t.Errorf("statements moved by %v, want at least %d", got, n+2)
 	}
 	if got := delta("chatql_db_acquire_timeouts_total"); got != 1 {
 		t.Errorf("timeouts moved by %v, want 1", got)
@@ -184,5 +195,27 @@ func TestStatementTimeoutCode(t *testing.T) {
 	}
 	if st := a.pool.Stats(); st.Invalid != 0 || st.Opened != 1 {
 		t.Errorf("connection replaced after a statement timeout: %+v", st)
+	}
+}
+
+// TestMetricsLint: the exposition passes Prometheus' own lint, the checks
+// `promtool check metrics` runs (client_golang's promlint): no gauge named
+// like a counter, base units, help on every metric.
+func TestMetricsLint(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t, withRealtime)
+	_, token := a.user("Ann")
+	a.post(token, "{ me { id } }", nil)
+	a.waitReleased()
+	resp, body := a.get("", "/metrics")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %d", resp.StatusCode)
+	}
+	problems, err := promlint.New(bytes.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
 	}
 }

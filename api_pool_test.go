@@ -192,7 +192,8 @@ func TestPoolStatusMatchesHealth(t *testing.T) {
 	a.waitReleased()
 
 	r := a.post("", `{ poolStatus { status poolSize maxOverflow maxConnections checkedOut checkedIn total overflow
-		invalid waiting acquireCount timeouts avgAcquireWaitMs maxAcquireWaitMs recycled opened listener } }`, nil)
+		invalid waiting acquireCount timeouts avgAcquireWaitMs maxAcquireWaitMs recycled opened listener
+		oldestWaitMs statements commits rollbacks } }`, nil)
 	var gql struct{ PoolStatus map[string]any }
 	r.into(t, &gql)
 	var health map[string]any

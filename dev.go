@@ -3,8 +3,8 @@ package main
 // Dev mode: what `make run` without DATABASE_URL adds to the wiring in
 // server.go. A private PostgreSQL cluster in DATA_DIR/postgres, a JWT
 // secret generated once and kept beside it, the demo users and their
-// conversations, a ready-made Authorization header for Alice, and a
-// playground that opens on the Inbox query with that header filled in.
+// conversations, and a ready-made Authorization header for Alice, which
+// the playground fills in.
 
 import (
 	"context"
@@ -13,18 +13,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/99designs/gqlgen/graphql/playground"
-
 	"chatql/auth"
 	"chatql/config"
 	"chatql/demo"
-	"chatql/graph"
 	"chatql/localpg"
 )
 
@@ -113,23 +108,6 @@ func devSecret(path string) (string, error) {
 		return "", fmt.Errorf("store dev JWT secret: %w", err)
 	}
 	return secret, nil
-}
-
-// playgroundHandler serves GraphiQL on /query. A visit without a query
-// opens the Inbox example; in dev mode the demo header is filled in.
-func playgroundHandler(demoHeader string) http.Handler {
-	opts := []playground.GraphiqlConfigOption{playground.WithGraphiqlPersistStateInURL(true)}
-	if demoHeader != "" {
-		opts = append(opts, playground.WithGraphiqlUiHeaders(map[string]string{"Authorization": demoHeader}))
-	}
-	page := playground.Handler("chatql", "/query", opts...)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.RawQuery == "" {
-			http.Redirect(w, r, "/?query="+url.QueryEscape(graph.InboxQuery), http.StatusFound)
-			return
-		}
-		page(w, r)
-	})
 }
 
 // playgroundHost turns a listen address into something a browser can open.

@@ -282,7 +282,9 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		poolURL = o.poolURL(dbURL)
 	}
 	var err error
-	poolOpts := []dbpool.Option{dbpool.WithTracer(a.counter), dbpool.WithBorrowSite(graph.BorrowSite)}
+	// The pool reports to the metrics /metrics serves, as in openPool.
+	m := metrics.New()
+	poolOpts := []dbpool.Option{dbpool.WithTracer(a.counter), dbpool.WithBorrowSite(graph.BorrowSite), dbpool.WithObserver(m)}
 	// The listener goes where the pool goes when it shares the budget
 	// (Pool.Reserved, as config sets it without DATABASE_DIRECT_URL), else
 	// straight to the database.
@@ -328,7 +330,7 @@ func startAPI(t testing.TB, dbURL string, admin *pgx.Conn, tokens *auth.Tokens, 
 		tokens:          a.tokens,
 		logger:          o.logger,
 		cfg:             cfg,
-		metrics:         metrics.New(),
+		metrics:         m,
 		hub:             a.hub,
 		streams:         web.NewStreams(),
 		fieldMiddleware: o.fieldMiddleware,
@@ -658,6 +660,8 @@ func countBackends(conn *pgx.Conn, appName string) (int, error) {
 type gqlResponse struct {
 	Status int
 	Header http.Header
+	// Accept is the Accept header the request sent.
+	Accept string
 	Raw    []byte
 	Data   json.RawMessage `json:"data"`
 	Errors []struct {
@@ -724,6 +728,9 @@ func (e *notJSONError) Error() string {
 // decodeGQL decodes a GraphQL response body.
 func decodeGQL(resp *http.Response, raw []byte) (*gqlResponse, error) {
 	r := &gqlResponse{Status: resp.StatusCode, Header: resp.Header, Raw: raw}
+	if resp.Request != nil {
+		r.Accept = resp.Request.Header.Get("Accept")
+	}
 	if err := json.Unmarshal(raw, r); err != nil {
 		return nil, &notJSONError{resp.StatusCode, raw}
 	}

@@ -44,6 +44,7 @@ import (
 	"chatql/localpg"
 	"chatql/metrics"
 	"chatql/migrations"
+	"chatql/playground"
 	"chatql/realtime"
 	"chatql/web"
 )
@@ -229,8 +230,12 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		IdleTimeout:  120 * time.Second,
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	logger.Info("chatql listening", "addr", ln.Addr().String(),
-		"playground", "http://"+playgroundHost(ln.Addr())+"/")
+	if cfg.Playground {
+		logger.Info("chatql listening", "addr", ln.Addr().String(),
+			"playground", "http://"+playgroundHost(ln.Addr())+"/")
+	} else {
+		logger.Info("chatql listening", "addr", ln.Addr().String())
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -479,6 +484,15 @@ func newHandler(api apiConfig) http.Handler {
 		DocumentCache:  api.queryCache,
 		Admission:      admit,
 	}))
-	mux.Handle("GET /{$}", playgroundHandler(api.demoHeader))
+	mux.Handle("GET /schema.graphql", graph.SchemaHandler(api.cfg.Introspection))
+	if api.cfg.Playground {
+		opts := playground.Options{Endpoint: "/query", Query: graph.InboxQuery}
+		if api.demoHeader != "" {
+			opts.Headers = map[string]string{"Authorization": api.demoHeader}
+		}
+		if err := playground.Register(mux, opts); err != nil {
+			panic(err) // the embedded page does not execute: a bug in this build
+		}
+	}
 	return mux
 }

@@ -60,11 +60,14 @@ func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageK
 			before[i] = &seq
 		}
 	}
-	type row struct {
-		idx int
-		msg Message
+	// Rows are scanned straight into their pages, each sized for a
+	// short page up front: an inbox reads hundreds of messages, and collecting
+	// them in a slice first doubled its allocations.
+	pages := make([]MessagePage, len(keys))
+	for i, k := range keys {
+		pages[i].Messages = make([]Message, 0, min(k.First, 20))
 	}
-	rows, err := dbpool.Collect(ctx, db, `
+	err := db.Rows(ctx, `
 		SELECT k.idx::int, `+messageColumns+`
 		FROM unnest($1::uuid[], $2::int[], $3::bigint[]) WITH ORDINALITY
 		     AS k(conv, lim, before_seq, idx)
@@ -79,24 +82,30 @@ func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageK
 		JOIN users u ON u.id = m.author_id
 		ORDER BY k.idx, m.seq DESC`,
 		[]any{convs, limits, before, viewer},
-		func(cr pgx.CollectableRow) (row, error) {
-			var r row
-			err := cr.Scan(append([]any{&r.idx}, messageDest(&r.msg)...)...)
-			return r, err
+		func(rows pgx.Rows) error {
+			var idx int
+			var m Message
+			dest := append([]any{&idx}, messageDest(&m)...)
+			for rows.Next() {
+				if err := rows.Scan(dest...); err != nil {
+					return err
+				}
+				if idx < 1 || idx > len(keys) {
+					return fmt.Errorf("page %d of %d", idx, len(keys))
+				}
+				// Pages are built per position, so that a key given twice
+				// gets its page once rather than its rows twice.
+				p := &pages[idx-1]
+				if len(p.Messages) == keys[idx-1].First {
+					p.HasNext = true
+				} else {
+					p.Messages = append(p.Messages, m)
+				}
+			}
+			return rows.Err()
 		})
 	if err != nil {
 		return nil, fmt.Errorf("load messages: %w", err)
-	}
-	// Pages are built per position, so that a key given twice gets its page
-	// once rather than its rows twice.
-	pages := make([]MessagePage, len(keys))
-	for _, r := range rows {
-		p := &pages[r.idx-1]
-		if len(p.Messages) == keys[r.idx-1].First {
-			p.HasNext = true
-		} else {
-			p.Messages = append(p.Messages, r.msg)
-		}
 	}
 	out := make(map[PageKey]MessagePage, len(keys))
 	for i, k := range keys {

@@ -81,6 +81,9 @@ type Config struct {
 	AllowAnonymous bool
 	// Introspection allows GraphQL schema introspection.
 	Introspection bool
+	// Playground serves GraphiQL at /; off for production deployments
+	// that want no page at all.
+	Playground bool
 	// DBStats adds extensions.db to every GraphQL response. nil means the
 	// default: on in dev mode (local database), off otherwise.
 	DBStats *bool
@@ -180,6 +183,7 @@ func Load(getenv func(string) string) (Config, error) {
 		JWKSMinRefresh:  r.seconds("AUTH_JWKS_MIN_REFRESH", 30*time.Second, false),
 		AllowAnonymous:  r.bool("AUTH_ALLOW_ANONYMOUS", true),
 		Introspection:   r.bool("GRAPHQL_INTROSPECTION", true),
+		Playground:      r.bool("PLAYGROUND", true),
 		DocumentLimits: document.Limits{
 			Tokens: r.int("QUERY_MAX_TOKENS", document.DefaultMaxTokens, 1),
 			Fields: r.int("QUERY_MAX_FIELDS", document.DefaultMaxFields, 1),

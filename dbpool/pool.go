@@ -68,6 +68,14 @@ type Pool struct {
 	// opened counts connections established (pgxpool's NewConnsCount also
 	// counts failed attempts).
 	opened atomic.Int64
+	// waiters knows how long the acquires in progress have waited.
+	waiters waiters
+	// statements, commits and rollbacks count what scopes sent, as
+	// ScopeStats.Statements does for one scope (BEGIN and the end of a
+	// transaction included).
+	statements atomic.Int64
+	commits    atomic.Int64
+	rollbacks  atomic.Int64
 
 	observer   Observer                         // nil: none
 	borrowSite func(ctx context.Context) string // nil: none
@@ -86,6 +94,10 @@ type Observer interface {
 	// ConnectionLeaked is called when a connection has been held longer
 	// than Config.LeakThreshold.
 	ConnectionLeaked()
+	// Connected is called after every attempt to open a connection, with
+	// how long it took (TCP, TLS, authentication and startup), successful
+	// or not.
+	Connected(d time.Duration, err error)
 }
 
 // WithBorrowSite describes, for leak warnings, where in the caller a
@@ -168,6 +180,9 @@ func New(connString string, cfg Config, logger *slog.Logger, opts ...Option) (*P
 	pc.BeforeClose = p.beforeClose
 	for _, opt := range opts {
 		opt(p, pc)
+	}
+	if p.observer != nil {
+		pc.ConnConfig.Tracer = combineTracers(pc.ConnConfig.Tracer, connectTimer{p.observer})
 	}
 
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
@@ -259,13 +274,14 @@ func (p *Pool) acquire(ctx context.Context) (*pgxpool.Conn, time.Duration, error
 	if err := ctx.Err(); err != nil {
 		return nil, 0, fmt.Errorf("acquire connection: %w", err)
 	}
-	start := time.Now()
+	start, waiter := p.waiters.add()
 	p.waiting.Add(1)
 	actx, cancel := context.WithTimeoutCause(ctx, p.cfg.Timeout, errAcquireTimeout)
 	conn, err := p.pgx.Acquire(actx)
 	timedOut := errors.Is(context.Cause(actx), errAcquireTimeout)
 	cancel()
 	p.waiting.Add(-1)
+	p.waiters.done(waiter)
 	wait := time.Since(start)
 
 	if err != nil {
@@ -324,3 +340,25 @@ func (p *Pool) release(c *pgxpool.Conn) {
 	p.checkedOut.Add(-1)
 	c.Release()
 }
+
+// connectTimer reports how long opening each connection took. It traces
+// nothing else.
+type connectTimer struct{ observer Observer }
+
+type connectStartKey struct{}
+
+func (t connectTimer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
+	return context.WithValue(ctx, connectStartKey{}, time.Now())
+}
+
+func (t connectTimer) TraceConnectEnd(ctx context.Context, data pgx.TraceConnectEndData) {
+	if start, ok := ctx.Value(connectStartKey{}).(time.Time); ok {
+		t.observer.Connected(time.Since(start), data.Err)
+	}
+}
+
+func (connectTimer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+
+func (connectTimer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}

@@ -249,7 +249,7 @@ func (s *Scope) run(ctx context.Context, fn func(db DB) error) error {
 		return err
 	}
 	s.spent++
-	s.statements.Add(1)
+	s.countStatement()
 	if s.tx != nil {
 		return fn(conn{s.tx})
 	}
@@ -299,7 +299,7 @@ func (s *Scope) InTx(ctx context.Context, fn func(ctx context.Context) error) (e
 		s.unlock()
 		return err
 	}
-	s.statements.Add(1)
+	s.countStatement()
 	tx, err := s.conn.BeginTx(ctx, s.pool.timeout.beginOptions())
 	if err != nil {
 		s.unlock()
@@ -336,13 +336,16 @@ func (s *Scope) endTx(ctx context.Context, commit bool) error {
 		return nil
 	}
 	s.tx = nil
-	s.statements.Add(1)
+	s.countStatement()
 	if commit {
 		if err := tx.Commit(ctx); err != nil {
+			s.pool.rollbacks.Add(1) // a failed COMMIT ends the transaction too
 			return fmt.Errorf("commit: %w", err)
 		}
+		s.pool.commits.Add(1)
 		return nil
 	}
+	s.pool.rollbacks.Add(1)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := tx.Rollback(rctx); err != nil {
@@ -405,6 +408,7 @@ func (s *Scope) giveBackLocked() {
 		_ = s.tx.Rollback(ctx)
 		cancel()
 		s.tx = nil
+		s.pool.rollbacks.Add(1)
 	}
 	held := time.Since(s.borrowedAt)
 	s.held += held
@@ -421,6 +425,12 @@ func (s *Scope) giveBackLocked() {
 	}
 	s.pool.release(s.conn)
 	s.conn = nil
+}
+
+// countStatement counts one statement sent, for the scope and the pool.
+func (s *Scope) countStatement() {
+	s.statements.Add(1)
+	s.pool.statements.Add(1)
 }
 
 // Stats reports what the scope has cost so far.

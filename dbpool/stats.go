@@ -48,6 +48,17 @@ type Stats struct {
 	// exceeds MaxConnections, and is what pg_stat_activity shows of this
 	// process.
 	Listener int `json:"listener"`
+	// OldestWaitMs is how long the longest-waiting acquire in progress has
+	// waited so far, 0 when none is waiting.
+	OldestWaitMs float64 `json:"oldest_wait_ms"`
+	// Statements counts statements sent through scopes since start, BEGIN,
+	// COMMIT and ROLLBACK included (pre-pings and the statement timeout's
+	// set_config are not).
+	Statements int `json:"statements"`
+	// Commits and Rollbacks count transactions ended since start; a
+	// failed COMMIT counts as a rollback.
+	Commits   int `json:"commits"`
+	Rollbacks int `json:"rollbacks"`
 }
 
 // Stats returns a snapshot of the pool. It is cheap and never blocks on a
@@ -68,6 +79,10 @@ func (p *Pool) Stats() Stats {
 		MaxAcquireWaitMs: float64(p.waitMaxNs.Load()) / float64(time.Millisecond),
 		Recycled:         int(ps.MaxLifetimeDestroyCount()),
 		Opened:           int(p.opened.Load()),
+		OldestWaitMs:     float64(p.waiters.oldest()) / float64(time.Millisecond),
+		Statements:       int(p.statements.Load()),
+		Commits:          int(p.commits.Load()),
+		Rollbacks:        int(p.rollbacks.Load()),
 	}
 	s.Overflow = max(s.Total-s.PoolSize, 0)
 	if p.cfg.Reserved > 0 && p.listenerOpen != nil && p.listenerOpen() {

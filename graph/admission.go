@@ -12,7 +12,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -130,11 +129,9 @@ func writeRefusal(w http.ResponseWriter, r *http.Request, refused *admission.Ref
 		"message":    message,
 		"extensions": map[string]any{"code": code, "retryAfter": seconds},
 	}}})
-	contentType := "application/json"
-	if strings.Contains(r.Header.Get("Accept"), "application/graphql-response+json") {
-		contentType = "application/graphql-response+json"
-	}
-	w.Header().Set("Content-Type", contentType)
+	// The type the client negotiated, as for every other error: a
+	// subscription's client (text/event-stream) gets JSON too.
+	w.Header().Set("Content-Type", web.Negotiate(r.Header.Get("Accept")).JSON)
 	w.Header().Set("Retry-After", retryAfter)
 	w.Header().Set("Cache-Control", "no-store")
 	status := http.StatusTooManyRequests

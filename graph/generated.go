@@ -110,15 +110,19 @@ type ComplexityRoot struct {
 		AvgAcquireWaitMs func(childComplexity int) int
 		CheckedIn        func(childComplexity int) int
 		CheckedOut       func(childComplexity int) int
+		Commits          func(childComplexity int) int
 		Invalid          func(childComplexity int) int
 		Listener         func(childComplexity int) int
 		MaxAcquireWaitMs func(childComplexity int) int
 		MaxConnections   func(childComplexity int) int
 		MaxOverflow      func(childComplexity int) int
+		OldestWaitMs     func(childComplexity int) int
 		Opened           func(childComplexity int) int
 		Overflow         func(childComplexity int) int
 		PoolSize         func(childComplexity int) int
 		Recycled         func(childComplexity int) int
+		Rollbacks        func(childComplexity int) int
+		Statements       func(childComplexity int) int
 		Status           func(childComplexity int) int
 		Timeouts         func(childComplexity int) int
 		Total            func(childComplexity int) int
@@ -484,6 +488,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PoolStatus.CheckedOut(childComplexity), true
+	case "PoolStatus.commits":
+		if e.ComplexityRoot.PoolStatus.Commits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PoolStatus.Commits(childComplexity), true
 	case "PoolStatus.invalid":
 		if e.ComplexityRoot.PoolStatus.Invalid == nil {
 			break
@@ -514,6 +524,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PoolStatus.MaxOverflow(childComplexity), true
+	case "PoolStatus.oldestWaitMs":
+		if e.ComplexityRoot.PoolStatus.OldestWaitMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PoolStatus.OldestWaitMs(childComplexity), true
 	case "PoolStatus.opened":
 		if e.ComplexityRoot.PoolStatus.Opened == nil {
 			break
@@ -538,6 +554,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PoolStatus.Recycled(childComplexity), true
+	case "PoolStatus.rollbacks":
+		if e.ComplexityRoot.PoolStatus.Rollbacks == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PoolStatus.Rollbacks(childComplexity), true
+	case "PoolStatus.statements":
+		if e.ComplexityRoot.PoolStatus.Statements == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PoolStatus.Statements(childComplexity), true
 	case "PoolStatus.status":
 		if e.ComplexityRoot.PoolStatus.Status == nil {
 			break
@@ -1026,6 +1054,14 @@ type PoolStatus {
   opened: Int!
   "1 while the realtime listener holds a connection of this budget (same endpoint), else 0."
   listener: Int!
+  "How long the longest-waiting acquire in progress has waited so far, in milliseconds; 0 when none waits."
+  oldestWaitMs: Float!
+  "Statements sent through the pool since start, BEGIN, COMMIT and ROLLBACK included."
+  statements: Int!
+  "Transactions committed since start."
+  commits: Int!
+  "Transactions rolled back since start (a failed COMMIT counts as one)."
+  rollbacks: Int!
 }
 `, BuiltIn: false},
 }
@@ -1175,6 +1211,14 @@ func (ec *executionContext) childFields_PoolStatus(ctx context.Context, field gr
 		return ec.fieldContext_PoolStatus_opened(ctx, field)
 	case "listener":
 		return ec.fieldContext_PoolStatus_listener(ctx, field)
+	case "oldestWaitMs":
+		return ec.fieldContext_PoolStatus_oldestWaitMs(ctx, field)
+	case "statements":
+		return ec.fieldContext_PoolStatus_statements(ctx, field)
+	case "commits":
+		return ec.fieldContext_PoolStatus_commits(ctx, field)
+	case "rollbacks":
+		return ec.fieldContext_PoolStatus_rollbacks(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PoolStatus", field.Name)
 }
@@ -3081,6 +3125,98 @@ func (ec *executionContext) _PoolStatus_listener(ctx context.Context, field grap
 	)
 }
 func (ec *executionContext) fieldContext_PoolStatus_listener(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PoolStatus", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PoolStatus_oldestWaitMs(ctx context.Context, field graphql.CollectedField, obj *dbpool.Stats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PoolStatus_oldestWaitMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OldestWaitMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PoolStatus_oldestWaitMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PoolStatus", field, false, false, "Float")
+}
+
+func (ec *executionContext) _PoolStatus_statements(ctx context.Context, field graphql.CollectedField, obj *dbpool.Stats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PoolStatus_statements(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Statements, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PoolStatus_statements(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PoolStatus", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PoolStatus_commits(ctx context.Context, field graphql.CollectedField, obj *dbpool.Stats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PoolStatus_commits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Commits, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PoolStatus_commits(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PoolStatus", field, false, false, "Int")
+}
+
+func (ec *executionContext) _PoolStatus_rollbacks(ctx context.Context, field graphql.CollectedField, obj *dbpool.Stats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PoolStatus_rollbacks(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Rollbacks, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PoolStatus_rollbacks(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("PoolStatus", field, false, false, "Int")
 }
 
@@ -5409,6 +5545,26 @@ func (ec *executionContext) _PoolStatus(ctx context.Context, sel ast.SelectionSe
 			}
 		case "listener":
 			out.Values[i] = ec._PoolStatus_listener(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "oldestWaitMs":
+			out.Values[i] = ec._PoolStatus_oldestWaitMs(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "statements":
+			out.Values[i] = ec._PoolStatus_statements(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "commits":
+			out.Values[i] = ec._PoolStatus_commits(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rollbacks":
+			out.Values[i] = ec._PoolStatus_rollbacks(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

@@ -95,7 +95,9 @@ func NewHandler(opts Options) http.Handler {
 	})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
-	// SSE must come before POST: POST does not look at Accept.
+	// SSE must come before POST: POST does not look at Accept. web.Wrap
+	// negotiates first and leaves Accept naming text/event-stream only
+	// when the response is to be a stream.
 	srv.AddTransport(transport.SSE{KeepAlivePingInterval: wsPingInterval})
 	srv.AddTransport(transport.POST{})
 	// The parsed-document cache and the persisted queries share one budget
@@ -123,12 +125,17 @@ func NewHandler(opts Options) http.Handler {
 	srv.AroundOperations(state.aroundOperations)
 	if opts.FieldMiddleware != nil {
 		srv.AroundFields(opts.FieldMiddleware)
+	} else {
+		// A field middleware expects to see every field: the inbox is
+		// rendered directly only without one.
+		srv.AroundRootFields(renderInbox)
 	}
 	return web.Wrap(withUpgradeAuthorization(srv), web.Options{
 		AllowedOrigins:   opts.AllowedOrigins,
 		Streams:          opts.Streams,
 		ForbiddenCode:    CodeForbidden,
 		RequestErrorCode: CodeBadUserInput,
+		IsSubscription:   isSubscription,
 		TrustedProxies:   opts.TrustedProxies,
 		Admission:        state.admitHTTP,
 	})

@@ -179,15 +179,8 @@ func (r *queryResolver) User(ctx context.Context, id string) (*chat.User, error)
 }
 
 func (r *queryResolver) Conversations(ctx context.Context, first *int, after *string) (*model.ConversationConnection, error) {
-	if _, err := requireViewer(ctx); err != nil {
-		return nil, err
-	}
-	op := operationFrom(ctx)
-	page, err := chat.Inbox(ctx, op.scope, op.viewerID(), deref(first, 20), deref(after, ""))
+	page, _, err := inboxPage(ctx, first, after, conversationFields(ctx))
 	if err != nil {
-		return nil, err
-	}
-	if err := prefetchConversations(ctx, page.Conversations, conversationFields(ctx)); err != nil {
 		return nil, err
 	}
 	conn := &model.ConversationConnection{
@@ -217,7 +210,7 @@ func (r *queryResolver) Conversation(ctx context.Context, id string) (*chat.Conv
 	if err != nil {
 		return nil, err
 	}
-	if err := prefetchConversations(ctx, []chat.Conversation{*conv}, graphql.CollectFieldsCtx(ctx, nil)); err != nil {
+	if _, err := prefetchConversations(ctx, []chat.Conversation{*conv}, nil, graphql.CollectFieldsCtx(ctx, nil)); err != nil {
 		return nil, err
 	}
 	return conv, nil

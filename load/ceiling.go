@@ -67,14 +67,15 @@ func (c CeilingRun) Run(ctx context.Context) (Result, error) {
 
 // inbox runs, on one scope, the statements the server runs for the Inbox
 // query, in the same order: the viewer check, the page of conversations,
-// then one statement per relationship.
+// with its unread counts, the participants, the pages of messages (the
+// last message is the first of its page).
 func (c CeilingRun) inbox(ctx context.Context, viewer string) error {
 	s := c.Pool.Scope()
 	defer s.Release()
 	if _, err := chat.UsersByID(ctx, s, []string{viewer}); err != nil {
 		return err
 	}
-	page, err := chat.Inbox(ctx, s, viewer, c.Conversations, "")
+	page, err := chat.InboxWithUnread(ctx, s, viewer, c.Conversations, "")
 	if err != nil {
 		return err
 	}
@@ -84,13 +85,7 @@ func (c CeilingRun) inbox(ctx context.Context, viewer string) error {
 		ids[i] = conv.ID
 		keys[i] = chat.PageKey{ConversationID: conv.ID, First: c.Messages}
 	}
-	if _, err := chat.UnreadCounts(ctx, s, viewer, ids); err != nil {
-		return err
-	}
 	if _, err := chat.ParticipantsByConversation(ctx, s, viewer, ids); err != nil {
-		return err
-	}
-	if _, err := chat.LastMessages(ctx, s, viewer, ids); err != nil {
 		return err
 	}
 	_, err = chat.MessagePages(ctx, s, viewer, keys)

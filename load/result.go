@@ -28,6 +28,18 @@ type Result struct {
 	// PoolBefore and PoolAfter are the server's /health/db-pool snapshots
 	// (nil when it could not be read).
 	PoolBefore, PoolAfter *dbpool.Stats
+	// ServerCPU and PostgresCPU are the CPU time the run cost the server
+	// process (chatql, or the HTTP ceiling's) and the whole database
+	// cluster, from /proc; zero when not measured.
+	ServerCPU, PostgresCPU time.Duration
+}
+
+// cpuPerRequest formats d divided by the run's requests, in ms.
+func (r Result) cpuPerRequest(d time.Duration) string {
+	if d <= 0 || r.Requests() == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", float64(d.Microseconds())/1000/float64(r.Requests()))
 }
 
 // Requests counts completed requests, failed ones included.
@@ -83,25 +95,29 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseco
 // PrintTable writes one row per result, then the chatql/ceiling ratio for
 // every concurrency measured both ways.
 func PrintTable(w io.Writer, results []Result) {
-	fmt.Fprintf(w, "%-8s %5s %9s %8s %8s %8s %8s %9s  %s\n", "mode", "conc", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "backends", "errors")
+	fmt.Fprintf(w, "%-8s %5s %9s %8s %8s %8s %8s %9s %8s %8s  %s\n", "mode", "conc", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "backends", "srv ms", "pg ms", "errors")
 	for _, r := range results {
 		backends := "-"
 		if r.MaxBackends > 0 {
 			backends = fmt.Sprint(r.MaxBackends)
 		}
-		fmt.Fprintf(w, "%-8s %5d %9.1f %8s %8s %8s %8s %9s  %s\n", r.Mode, r.Concurrency, r.Throughput(),
-			ms(r.Percentile(0.50)), ms(r.Percentile(0.95)), ms(r.Percentile(0.99)), ms(r.Max()), backends, r.errorSummary())
+		fmt.Fprintf(w, "%-8s %5d %9.1f %8s %8s %8s %8s %9s %8s %8s  %s\n", r.Mode, r.Concurrency, r.Throughput(),
+			ms(r.Percentile(0.50)), ms(r.Percentile(0.95)), ms(r.Percentile(0.99)), ms(r.Max()), backends,
+			r.cpuPerRequest(r.ServerCPU), r.cpuPerRequest(r.PostgresCPU), r.errorSummary())
 	}
-	ceilings := map[int]Result{}
+	fmt.Fprintln(w, "(srv ms and pg ms: CPU time per request of the server process and of the whole PostgreSQL cluster)")
+	ceilings := map[string]Result{}
 	for _, r := range results {
-		if r.Mode == ModeCeiling {
-			ceilings[r.Concurrency] = r
+		if r.Mode != ModeChatQL {
+			ceilings[fmt.Sprint(r.Mode, r.Concurrency)] = r
 		}
 	}
 	var p99At []Result
 	for _, r := range results {
-		if c, ok := ceilings[r.Concurrency]; ok && r.Mode == ModeChatQL && c.Throughput() > 0 {
-			fmt.Fprintf(w, "chatql / ceiling at concurrency %d: %.2f\n", r.Concurrency, r.Throughput()/c.Throughput())
+		for _, mode := range []string{ModeCeiling, ModeRaw, ModeHTTP} {
+			if c, ok := ceilings[fmt.Sprint(mode, r.Concurrency)]; ok && r.Mode == ModeChatQL && c.Throughput() > 0 {
+				fmt.Fprintf(w, "chatql / %s at concurrency %d: %.2f\n", mode, r.Concurrency, r.Throughput()/c.Throughput())
+			}
 		}
 		if r.Mode == ModeChatQL {
 			p99At = append(p99At, r)

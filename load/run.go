@@ -22,6 +22,10 @@ import (
 const (
 	ModeChatQL  = "chatql"
 	ModeCeiling = "ceiling"
+	// ModeRaw is the raw ceiling (RawCeilingRun), ModeHTTP the HTTP one
+	// (HTTPCeilingHandler driven like chatql).
+	ModeRaw  = "raw"
+	ModeHTTP = "http"
 )
 
 // Client is one simulated user: a token and a conversation to write to.
@@ -35,10 +39,16 @@ type Client struct {
 // in at least one conversation, the heavy user first. tokenFor mints the
 // user's access token.
 func Clients(ctx context.Context, conn *pgx.Conn, n int, tokenFor func(userID string) (string, error)) ([]Client, error) {
+	return ClientsWithInbox(ctx, conn, n, 1, tokenFor)
+}
+
+// ClientsWithInbox is Clients among the users in at least
+// minConversations conversations (FullInbox: a full Inbox page each).
+func ClientsWithInbox(ctx context.Context, conn *pgx.Conn, n, minConversations int, tokenFor func(userID string) (string, error)) ([]Client, error) {
 	rows, err := conn.Query(ctx, `
 		SELECT u.id::text, min(p.conversation_id::text)
 		FROM users u JOIN conversation_participants p ON p.user_id = u.id
-		GROUP BY u.id, u.email ORDER BY u.email LIMIT $1`, n)
+		GROUP BY u.id, u.email HAVING count(*) >= $2 ORDER BY u.email LIMIT $1`, n, minConversations)
 	if err != nil {
 		return nil, fmt.Errorf("pick users: %w", err)
 	}
@@ -51,7 +61,7 @@ func Clients(ctx context.Context, conn *pgx.Conn, n int, tokenFor func(userID st
 		return nil, fmt.Errorf("pick users: %w", err)
 	}
 	if len(clients) < n {
-		return nil, fmt.Errorf("only %d users with conversations, need %d: seed first (--seed)", len(clients), n)
+		return nil, fmt.Errorf("only %d users with %d conversations or more, need %d: seed first (--seed)", len(clients), minConversations, n)
 	}
 	for i := range clients {
 		if clients[i].Token, err = tokenFor(clients[i].UserID); err != nil {
@@ -64,6 +74,8 @@ func Clients(ctx context.Context, conn *pgx.Conn, n int, tokenFor func(userID st
 // HTTPRun drives a chatql server: Concurrency clients each send Query (or,
 // with probability WriteRatio, a sendMessage) back to back for Duration.
 type HTTPRun struct {
+	// Mode names the results: ModeChatQL unless set (ModeHTTP).
+	Mode        string
 	BaseURL     string
 	Clients     []Client
 	Concurrency int
@@ -86,7 +98,11 @@ func (h HTTPRun) Run(ctx context.Context) (Result, error) {
 	defer transport.CloseIdleConnections()
 	httpClient := &http.Client{Transport: transport, Timeout: 2 * time.Minute}
 
-	res := Result{Mode: ModeChatQL, Concurrency: h.Concurrency, Errors: map[string]int{}}
+	mode := h.Mode
+	if mode == "" {
+		mode = ModeChatQL
+	}
+	res := Result{Mode: mode, Concurrency: h.Concurrency, Errors: map[string]int{}}
 	res.PoolBefore, _ = poolSnapshot(ctx, httpClient, h.BaseURL)
 	inbox, _ := json.Marshal(map[string]any{"query": h.Query})
 

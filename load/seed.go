@@ -13,9 +13,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// DataSet sizes the seeded data. The defaults make an inbox realistic: most
-// users are in a handful of conversations, one is in many, and every
-// conversation has enough messages for full pages.
+// DataSet sizes the seeded data. The defaults give every client a full
+// inbox, one user a larger one, and every conversation enough messages
+// for full pages.
 type DataSet struct {
 	Users         int
 	Conversations int
@@ -26,8 +26,15 @@ type DataSet struct {
 	Seed uint64
 }
 
-// DefaultDataSet is what `chatload --seed` creates.
-var DefaultDataSet = DataSet{Users: 1000, Conversations: 2000, Messages: 200_000, HeavyUserConversations: 60, Seed: 1}
+// DefaultDataSet is what `chatload --seed` creates. Every user is in
+// about 32 conversations of 2 to 6 participants (at least FullInbox for
+// nearly all of them), and every conversation has about 50 messages: the
+// Inbox of each client is a full page, 20 conversations of 10 messages.
+var DefaultDataSet = DataSet{Users: 1000, Conversations: 8000, Messages: 400_000, HeavyUserConversations: 60, Seed: 1}
+
+// FullInbox is how many conversations a load client's user is in at
+// least (Clients): a full Inbox page.
+const FullInbox = 20
 
 // UserPassword is every seeded user's password.
 const UserPassword = "chatload-password"
@@ -137,8 +144,8 @@ func Seed(ctx context.Context, conn *pgx.Conn, ds DataSet) ([]string, error) {
 	if err := tx.Commit(ctx); err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, "ANALYZE"); err != nil {
-		return nil, fmt.Errorf("analyze: %w", err)
+	if _, err := conn.Exec(ctx, "VACUUM ANALYZE"); err != nil {
+		return nil, fmt.Errorf("vacuum analyze: %w", err)
 	}
 	return users, nil
 }

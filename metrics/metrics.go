@@ -25,6 +25,7 @@ type Metrics struct {
 	operations  *prometheus.HistogramVec
 	leaks       prometheus.Counter
 	admission   admissionMetrics
+	connect     prometheus.Histogram
 }
 
 // waitBuckets span a free connection (microseconds) to a pool timeout.
@@ -52,12 +53,17 @@ func New() *Metrics {
 			Buckets: waitBuckets,
 		}, []string{"type", "outcome"}),
 		leaks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chatql_connection_leaks_total",
+			Name: "chatql_db_connection_leaks_total",
 			Help: "Connections held longer than DB_LEAK_THRESHOLD by one operation or job.",
 		}),
 		admission: newAdmissionMetrics(),
+		connect: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "chatql_db_connection_create_seconds",
+			Help:    "Time opening a database connection took (TCP, TLS, authentication, startup), successful or not.",
+			Buckets: waitBuckets,
+		}),
 	}
-	m.registry.MustRegister(m.acquireWait, m.hold, m.operations, m.leaks,
+	m.registry.MustRegister(m.acquireWait, m.hold, m.operations, m.leaks, m.connect,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -76,6 +82,9 @@ func (m *Metrics) ConnectionHeld(d time.Duration) { m.hold.Observe(d.Seconds()) 
 
 // ConnectionLeaked implements dbpool.Observer.
 func (m *Metrics) ConnectionLeaked() { m.leaks.Inc() }
+
+// Connected implements dbpool.Observer.
+func (m *Metrics) Connected(d time.Duration, _ error) { m.connect.Observe(d.Seconds()) }
 
 // Operation records one GraphQL operation. opType is query, mutation or
 // subscription and outcome "ok" or an error code: both come from small

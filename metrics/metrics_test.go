@@ -19,6 +19,7 @@ func TestInstruments(t *testing.T) {
 	m.ConnectionHeld(40 * time.Millisecond)
 	m.ConnectionLeaked()
 	m.ConnectionLeaked()
+	m.Connected(20*time.Millisecond, nil)
 	m.Operation("query", "ok", 5*time.Millisecond)
 	m.Operation("mutation", "DB_POOL_TIMEOUT", time.Second)
 
@@ -29,7 +30,7 @@ func TestInstruments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := fams["chatql_connection_leaks_total"].GetMetric()[0].GetCounter().GetValue(); got != 2 {
+	if got := fams["chatql_db_connection_leaks_total"].GetMetric()[0].GetCounter().GetValue(); got != 2 {
 		t.Errorf("leaks = %v, want 2", got)
 	}
 	if got := fams["chatql_db_acquire_wait_seconds"].GetMetric()[0].GetHistogram().GetSampleCount(); got != 1 {
@@ -37,6 +38,9 @@ func TestInstruments(t *testing.T) {
 	}
 	if got := fams["chatql_db_connection_hold_seconds"].GetMetric()[0].GetHistogram().GetSampleSum(); got < 0.039 || got > 0.041 {
 		t.Errorf("hold sum = %v", got)
+	}
+	if got := fams["chatql_db_connection_create_seconds"].GetMetric()[0].GetHistogram().GetSampleCount(); got != 1 {
+		t.Errorf("connects = %d", got)
 	}
 	if got := len(fams["chatql_graphql_operation_duration_seconds"].GetMetric()); got != 2 {
 		t.Errorf("%d operation series, want 2", got)

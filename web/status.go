@@ -62,6 +62,10 @@ func RetryAfterSeconds(d time.Duration) string {
 	return strconv.FormatInt(max(1, int64((d+time.Second-1)/time.Second)), 10)
 }
 
+// msgNoOperation is gqlgen's error for a request without a query (or
+// with an empty one).
+const msgNoOperation = "no operation provided"
+
 // statusWriter applies the decided status to the first WriteHeader/Write.
 // Error responses (4xx) that gqlgen's transports write themselves never
 // pass the error presenter, so they are held back and given their codes in
@@ -71,6 +75,11 @@ type statusWriter struct {
 	status *httpStatus
 	// code is given to the errors of a held response that have none.
 	errorCode string
+	// contentType is the negotiated JSON type a held response is written
+	// in: under application/json a request error is 200, under
+	// application/graphql-response+json it keeps its 4xx (GraphQL over
+	// HTTP).
+	contentType string
 	// stream is set for server-sent events: one response that lasts as
 	// long as the subscription, so each write gets its own deadline
 	// instead of the server's WriteTimeout, which would cut it off.
@@ -139,15 +148,15 @@ func (w *statusWriter) finish() {
 		w.extendDeadline() // for the end of a stream, written after this
 		return
 	}
+	// A request error has no data key at all (the GraphQL spec): the
+	// operation never ran.
 	var body struct {
 		Errors []map[string]any `json:"errors"`
-		Data   any              `json:"data"`
 	}
 	err := json.Unmarshal(w.held.Bytes(), &body)
 	switch {
 	case w.code == http.StatusRequestTimeout:
 		body.Errors = []map[string]any{{"message": "the request body did not arrive in time"}}
-		body.Data = nil
 	case err != nil || len(body.Errors) == 0:
 		msg := strings.TrimSpace(w.held.String())
 		if msg == "" || err == nil {
@@ -177,9 +186,22 @@ func (w *statusWriter) finish() {
 		}
 	}
 	out, _ := json.Marshal(body)
-	w.Header().Set("Content-Type", "application/json")
+	code := w.code
+	switch {
+	case code != http.StatusUnprocessableEntity:
+	case len(body.Errors) == 1 && body.Errors[0]["message"] == msgNoOperation:
+		// A request without a query is not a well-formed GraphQL request:
+		// 400 whatever the type.
+		code = http.StatusBadRequest
+	case w.contentType != MediaGraphQLResponse:
+		// gqlgen's status for a document that does not parse or validate,
+		// or variables that do not coerce: a well-formed request that
+		// application/json answers with 200.
+		code = http.StatusOK
+	}
+	w.Header().Set("Content-Type", w.contentType)
 	w.Header().Del("Content-Length")
-	w.ResponseWriter.WriteHeader(w.code)
+	w.ResponseWriter.WriteHeader(code)
 	_, _ = w.ResponseWriter.Write(out)
 }
 
@@ -227,13 +249,14 @@ func (b limitedBody) Read(p []byte) (int, error) {
 
 func (b limitedBody) Close() error { return b.body.Close() }
 
-// withHTTPStatus wraps the GraphQL handler with the body limit and the
-// status plumbing; errorCode is given to request errors without a code.
-func withHTTPStatus(errorCode string, next http.Handler) http.Handler {
+// withHTTPStatus wraps the GraphQL handler with the body limit, the
+// content negotiation and the status plumbing; errorCode is given to
+// request errors without a code.
+func withHTTPStatus(errorCode string, isSubscription IsSubscriptionFunc, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		status := &httpStatus{}
-		sw := &statusWriter{ResponseWriter: w, status: status, errorCode: errorCode,
-			stream: isSSE(r)}
+		accept := Negotiate(r.Header.Get("Accept"))
+		sw := &statusWriter{ResponseWriter: w, status: status, errorCode: errorCode, contentType: accept.JSON}
 		defer sw.finish()
 		if r.ContentLength > MaxRequestBytes {
 			sw.WriteHeader(http.StatusRequestEntityTooLarge)
@@ -243,6 +266,8 @@ func withHTTPStatus(errorCode string, next http.Handler) http.Handler {
 		if r.Body != nil {
 			r.Body = limitedBody{body: http.MaxBytesReader(w, r.Body, MaxRequestBytes), status: status}
 		}
+		r, choice := negotiate(r, accept, isSubscription)
+		sw.stream = choice.stream
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), httpStatusKey{}, status)))
 	})
 }

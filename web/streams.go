@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
 	"sync"
 )
 
@@ -110,7 +109,7 @@ type sseStream struct {
 
 func (st *sseStream) end() { st.cancel(errShuttingDown) }
 
-// withSSE registers every SSE request (Accept: text/event-stream) in
+// withSSE registers every SSE request (negotiated to text/event-stream) in
 // streams for as long as its handler runs, with a context Shutdown cancels.
 func withSSE(streams *Streams, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -125,9 +124,4 @@ func withSSE(streams *Streams, next http.Handler) http.Handler {
 		defer cancel(nil)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
-}
-
-// isSSE reports whether r asks for server-sent events.
-func isSSE(r *http.Request) bool {
-	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
 }

@@ -27,6 +27,10 @@ type Options struct {
 	// RequestErrorCode is given to the errors of a 4xx response that carry
 	// no code (the transport's own: a body it cannot decode, say).
 	RequestErrorCode string
+	// IsSubscription tells the content negotiation whether a request's
+	// operation is a subscription (streamed whenever the client accepts
+	// text/event-stream); nil treats none as one.
+	IsSubscription IsSubscriptionFunc
 	// TrustedProxies are the proxies whose X-Forwarded-For or Forwarded
 	// header gives ClientAddr; the zero value trusts none.
 	TrustedProxies TrustedProxies
@@ -38,13 +42,13 @@ type Options struct {
 }
 
 // Wrap puts next, a GraphQL handler, behind the edge: the client's address
-// (ClientAddr) first, the origin policy, admission, then the body limit
-// and status plumbing, the SSE registry, and a slot that lets a
-// websocket's operations reach their socket.
+// (ClientAddr) first, the origin policy, admission, then the body limit,
+// the content negotiation and status plumbing, the SSE registry, and a slot
+// that lets a websocket's operations reach their socket.
 func Wrap(next http.Handler, opts Options) http.Handler {
 	next = withSocketSlot(next)
 	next = withSSE(opts.Streams, next)
-	next = withHTTPStatus(opts.RequestErrorCode, next)
+	next = withHTTPStatus(opts.RequestErrorCode, opts.IsSubscription, next)
 	if opts.Admission != nil {
 		next = opts.Admission(next)
 	}

@@ -94,11 +94,11 @@ func bench(ctx context.Context, args []string, out io.Writer) error {
 		_ = server.Process.Signal(syscall.SIGTERM)
 		_ = server.Wait()
 	}()
-	o.serverPID = server.Process.Pid
 	baseURL := "http://" + addr
 	if err := waitReady(ctx, baseURL, 30*time.Second); err != nil {
 		return err
 	}
+	o.serverPID = server.Process.Pid
 	fmt.Fprintf(out, "chatql (%s) with DB_POOL_SIZE=%d DB_MAX_OVERFLOW=%d on a private PostgreSQL; %s per run\n\n", *binary, *poolSize, *overflow, o.duration)
 	return measure(ctx, o, baseURL, dbURL, app, out)
 }

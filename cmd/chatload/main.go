@@ -3,8 +3,9 @@
 //	chatload [flags]          drive a running chatql (--url) with the Inbox query
 //	chatload bench [flags]    start a private PostgreSQL and a chatql with the
 //	                          Supabase settings, seed them, and run the whole
-//	                          matrix: chatql and the raw-SQL ceiling at each
+//	                          matrix: chatql and the ceilings at each
 //	                          concurrency (what `make bench` runs)
+//	chatload ceiling-server   the HTTP ceiling's server (started by the above)
 //
 // It prints one table: requests/s, latency percentiles, errors by HTTP status
 // and extensions.code, the most server connections seen in pg_stat_activity
@@ -44,6 +45,8 @@ func main() {
 	var err error
 	if len(args) > 0 && args[0] == "bench" {
 		err = bench(ctx, args[1:], os.Stdout)
+	} else if len(args) > 0 && args[0] == "ceiling-server" {
+		err = ceilingServer(ctx)
 	} else {
 		err = runCommand(ctx, args, os.Stdout)
 	}
@@ -64,9 +67,10 @@ type options struct {
 	ceiling     bool
 	jwtSecret   string
 	subscribers int
-	// flood is the duration of each fairness scenario (0: skip them);
-	// serverPID, when known, is read for the server's CPU time.
-	flood     time.Duration
+	// flood is the duration of each fairness scenario (0: skip them).
+	flood time.Duration
+	// serverPID is the measured server's process, when it runs here
+	// (bench): its CPU time per request is reported.
 	serverPID int
 }
 
@@ -99,7 +103,7 @@ func runCommand(ctx context.Context, args []string, out io.Writer) error {
 	baseURL := fs.String("url", "http://127.0.0.1:8080", "the chatql server")
 	dbURL := fs.String("database-url", os.Getenv("DATABASE_URL"), "the server's database, to seed, sample pg_stat_activity and run the ceiling (default $DATABASE_URL)")
 	app := fs.String("app", "chatql", "the server's DB_APPLICATION_NAME, to count its connections")
-	seed := fs.Bool("seed", false, "seed the load data set first (1,000 users, 2,000 conversations, 200,000 messages) if the database has no users")
+	seed := fs.Bool("seed", false, "seed the load data set first (1,000 users, 8,000 conversations, 400,000 messages) if the database has no users")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -152,7 +156,7 @@ func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.
 	for _, c := range o.concurrency {
 		maxC = max(maxC, c)
 	}
-	clients, err := load.Clients(ctx, conn, maxC, func(id string) (string, error) {
+	clients, err := load.ClientsWithInbox(ctx, conn, maxC, load.FullInbox, func(id string) (string, error) {
 		t, _, err := tokens.Issue(id)
 		return t, err
 	})
@@ -170,8 +174,11 @@ func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.
 	if _, err := warm.Run(ctx); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
+	// CPU time is read from /proc when the database runs here.
+	postmaster, _ := load.PostmasterPID(ctx, sampleConn)
 	var poolCfg dbpool.Config
 	for _, c := range o.concurrency {
+		done := load.CPUMeter{ServerPID: o.serverPID, PostmasterPID: postmaster}.Start()
 		r, err := load.HTTPRun{
 			BaseURL: baseURL, Clients: clients, Concurrency: c, Duration: o.duration, WriteRatio: o.writeRatio,
 			Query: graph.InboxQuery, Sample: load.BackendSampler(sampleConn, app),
@@ -179,6 +186,7 @@ func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.
 		if err != nil {
 			return err
 		}
+		done(&r)
 		results = append(results, r)
 		fmt.Fprintf(out, "chatql  c=%-4d %8.1f req/s  p99 %s ms  backends %d  errors %d\n", c, r.Throughput(), fmtMs(r.Percentile(0.99)), r.MaxBackends, r.ErrorCount())
 		if r.PoolAfter != nil {
@@ -195,6 +203,7 @@ func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.
 		}
 		defer pool.Close()
 		for _, c := range o.concurrency {
+			done := load.CPUMeter{PostmasterPID: postmaster}.Start()
 			r, err := load.CeilingRun{
 				Pool: pool, Clients: clients, Concurrency: c, Duration: o.duration, Conversations: 20, Messages: 10,
 				Sample: load.BackendSampler(sampleConn, cfg.ApplicationName),
@@ -202,9 +211,15 @@ func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.
 			if err != nil {
 				return err
 			}
+			done(&r)
 			results = append(results, r)
 			fmt.Fprintf(out, "ceiling c=%-4d %8.1f req/s  p99 %s ms  backends %d  errors %d\n", c, r.Throughput(), fmtMs(r.Percentile(0.99)), r.MaxBackends, r.ErrorCount())
 		}
+		more, err := honestCeilings(ctx, o, clients, dbURL, sampleConn, postmaster, cfg.MaxConnections(), out)
+		if err != nil {
+			return err
+		}
+		results = append(results, more...)
 	}
 	fmt.Fprintln(out)
 	load.PrintTable(out, results)
