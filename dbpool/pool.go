@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -278,6 +279,19 @@ func (p *Pool) acquire(ctx context.Context) (*pgxpool.Conn, time.Duration, error
 	p.waiting.Add(1)
 	actx, cancel := context.WithTimeoutCause(ctx, p.cfg.Timeout, errAcquireTimeout)
 	conn, err := p.pgx.Acquire(actx)
+	for retry := 0; err != nil && retry < len(clientCapBackoff) && isClientCapRefusal(err); retry++ {
+		// A pooler sized exactly at the budget refuses the connection that
+		// replaces an overflow connection we closed a moment ago, while it
+		// has not yet seen the close. That clears within milliseconds: try
+		// again briefly, then report the refusal.
+		t := time.NewTimer(clientCapBackoff[retry])
+		select {
+		case <-t.C:
+			conn, err = p.pgx.Acquire(actx)
+		case <-actx.Done():
+			t.Stop()
+		}
+	}
 	timedOut := errors.Is(context.Cause(actx), errAcquireTimeout)
 	cancel()
 	p.waiting.Add(-1)
@@ -310,6 +324,25 @@ func (p *Pool) acquire(ctx context.Context) (*pgxpool.Conn, time.Duration, error
 		}
 	}
 	return conn, wait, nil
+}
+
+// clientCapBackoff is how long acquire waits before each new try after a
+// pooler or server refused a connection for its client limit: about 0.75 s
+// in all, well under any sensible pool timeout.
+var clientCapBackoff = []time.Duration{10 * time.Millisecond, 40 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}
+
+// isClientCapRefusal reports a connection refused because the server or
+// the pooler in front of it has as many clients as it allows: PostgreSQL's
+// too_many_connections (53300), PgBouncer's "no more connections allowed"
+// and Supabase's MaxClientsInSessionMode.
+func isClientCapRefusal(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	return pgErr.Code == "53300" ||
+		strings.Contains(pgErr.Message, "no more connections allowed") ||
+		strings.Contains(pgErr.Message, "max clients reached")
 }
 
 func (p *Pool) acquireError(ctx context.Context, err error, timedOut bool) error {
