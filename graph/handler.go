@@ -94,12 +94,14 @@ func NewHandler(opts Options) http.Handler {
 		},
 	})
 	srv.AddTransport(transport.Options{})
-	srv.AddTransport(transport.GET{})
+	// web's GET and POST are gqlgen's, writing the response's data as it
+	// is rather than marshalling it again.
+	srv.AddTransport(web.GET{})
 	// SSE must come before POST: POST does not look at Accept. web.Wrap
 	// negotiates first and leaves Accept naming text/event-stream only
 	// when the response is to be a stream.
 	srv.AddTransport(transport.SSE{KeepAlivePingInterval: wsPingInterval})
-	srv.AddTransport(transport.POST{})
+	srv.AddTransport(web.POST{})
 	// The parsed-document cache and the persisted queries share one budget
 	// in bytes; gqlgen caches a document once it is validated (so one
 	// refused later by the complexity limit stays, within the budget), and

@@ -1,9 +1,10 @@
 // Package web is chatql's HTTP edge for the GraphQL endpoint: who the
 // client is (its address, behind trusted proxies), the body limit and the
 // status a response gets, CORS and the origin policy, the
-// websocket implementation, and the registry of long-lived streams
-// (websockets and SSE) that shutdown ends. It knows nothing of GraphQL:
-// package graph builds the gqlgen handler and wraps it with Wrap; the
+// websocket implementation, the GET and POST transports (gqlgen's, with
+// a cheaper response writer), and the registry of long-lived streams
+// (websockets and SSE) that shutdown ends. It knows GraphQL only as far as
+// the transports must: package graph builds the gqlgen handler and wraps it with Wrap; the
 // error codes web writes are graph's, passed in Options.
 package web
 
