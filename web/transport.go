@@ -16,14 +16,14 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 )
 
-// POST and GET are gqlgen's transports of the same names (v0.17.98:
-// transport.POST and transport.GET, with no ResponseHeaders and
-// UseGrapQLResponseJsonByDefault false), with the same statuses, errors
-// and bodies, except for how a response is written: gqlgen marshals the
-// whole graphql.Response with encoding/json, which scans and compacts
-// the already-marshalled data a second time (a fifth of an Inbox's CPU);
-// writeResponse copies it as it is. The response's JSON type is the one
-// negotiated by Wrap.
+// POST and GET are the GraphQL-over-HTTP transports for JSON requests.
+// They behave as gqlgen's transports of the same names do (v0.17.98, with
+// no ResponseHeaders and UseGrapQLResponseJsonByDefault false): the same
+// statuses, errors and bodies, which the tests compare. They differ in
+// how a response is written: gqlgen marshals the whole graphql.Response
+// with encoding/json, which scans and compacts the already-marshalled
+// data a second time (a fifth of an Inbox's CPU); writeResponse writes it
+// as it is. The response's JSON type is the one negotiated by Wrap.
 type (
 	POST struct{}
 	GET  struct{}
