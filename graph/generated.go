@@ -4,16 +4,15 @@ package graph
 
 import (
 	"bytes"
+	"chatql/chat"
+	"chatql/dbpool"
+	"chatql/graph/model"
 	"context"
 	"fmt"
 	"math"
 	"strconv"
 	"sync/atomic"
 	"time"
-
-	"chatql/chat"
-	"chatql/dbpool"
-	"chatql/graph/model"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/introspection"
