@@ -27,25 +27,33 @@ type CeilingRun struct {
 
 // Run executes the load and returns what it measured.
 func (c CeilingRun) Run(ctx context.Context) (Result, error) {
-	if len(c.Clients) < c.Concurrency {
-		return Result{}, fmt.Errorf("%d clients for concurrency %d", len(c.Clients), c.Concurrency)
+	return closedLoop(ctx, ModeCeiling, c.Clients, c.Concurrency, c.Duration, c.Sample, c.inbox)
+}
+
+// closedLoop has concurrency clients, each signed in as its own viewer,
+// call inbox back to back until d has passed, and returns the latencies
+// and errors they saw, with the most backends sample saw meanwhile.
+func closedLoop(ctx context.Context, mode string, clients []Client, concurrency int, d time.Duration,
+	sample func(ctx context.Context) (int, error), inbox func(ctx context.Context, viewer string) error) (Result, error) {
+	if len(clients) < concurrency {
+		return Result{}, fmt.Errorf("%d clients for concurrency %d", len(clients), concurrency)
 	}
-	res := Result{Mode: ModeCeiling, Concurrency: c.Concurrency, Errors: map[string]int{}}
+	res := Result{Mode: mode, Concurrency: concurrency, Errors: map[string]int{}}
 	var mu sync.Mutex
-	stop := startSampler(ctx, c.Sample, &res.MaxBackends)
+	stop := startSampler(ctx, sample, &res.MaxBackends)
 	start := time.Now()
-	deadline := start.Add(c.Duration)
+	deadline := start.Add(d)
 	var wg sync.WaitGroup
-	for i := range c.Concurrency {
+	for i := range concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			viewer := c.Clients[i].UserID
+			viewer := clients[i].UserID
 			var lat []time.Duration
 			errs := map[string]int{}
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				t0 := time.Now()
-				if err := c.inbox(ctx, viewer); err != nil {
+				if err := inbox(ctx, viewer); err != nil {
 					errs[err.Error()]++
 				}
 				lat = append(lat, time.Since(t0))

@@ -3,8 +3,6 @@ package load
 import (
 	"context"
 	"fmt"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -157,40 +155,8 @@ type RawCeilingRun struct {
 
 // Run executes the load and returns what it measured.
 func (c RawCeilingRun) Run(ctx context.Context) (Result, error) {
-	if len(c.Clients) < c.Concurrency {
-		return Result{}, fmt.Errorf("%d clients for concurrency %d", len(c.Clients), c.Concurrency)
-	}
-	res := Result{Mode: ModeRaw, Concurrency: c.Concurrency, Errors: map[string]int{}}
-	var mu sync.Mutex
-	stop := startSampler(ctx, c.Sample, &res.MaxBackends)
-	start := time.Now()
-	deadline := start.Add(c.Duration)
-	var wg sync.WaitGroup
-	for i := range c.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			viewer := c.Clients[i].UserID
-			var lat []time.Duration
-			errs := map[string]int{}
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				t0 := time.Now()
-				if _, err := FetchInbox(ctx, c.Pool, viewer, c.Conversations, c.Messages); err != nil {
-					errs[err.Error()]++
-				}
-				lat = append(lat, time.Since(t0))
-			}
-			mu.Lock()
-			res.Latencies = append(res.Latencies, lat...)
-			for k, v := range errs {
-				res.Errors[k] += v
-			}
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	res.Elapsed = time.Since(start)
-	stop()
-	slices.Sort(res.Latencies)
-	return res, ctx.Err()
+	return closedLoop(ctx, ModeRaw, c.Clients, c.Concurrency, c.Duration, c.Sample, func(ctx context.Context, viewer string) error {
+		_, err := FetchInbox(ctx, c.Pool, viewer, c.Conversations, c.Messages)
+		return err
+	})
 }
