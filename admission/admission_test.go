@@ -3,6 +3,7 @@ package admission_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -305,6 +306,42 @@ func TestPredictedWaitRefusedAtOnce(t *testing.T) {
 	obs.waitQueued(t, 1)
 	_, err = c.Acquire(ctx, "third")
 	expectRefused(t, err, admission.ReasonServerBusy, admission.ErrServerBusy)
+	// A server-wide refusal is never held, even for a principal that
+	// comes back before its Retry-After with an operation still waiting:
+	// the server is refusing many principals, and holding every answer
+	// would hold a connection per arrival.
+	for range 2 {
+		_, err = c.Acquire(ctx, "quiet") // its second: 1.6 s
+		if refused := expectRefused(t, err, admission.ReasonServerBusy, admission.ErrServerBusy); refused.Hold != 0 {
+			t.Fatalf("server-wide refusal held %v", refused.Hold)
+		}
+		clk.advance(100 * time.Millisecond)
+	}
+}
+
+// TestBurstOfManyPrincipalsQueued: a burst from many principals, each
+// with a few operations, waits as long as the whole queue takes to drain,
+// not as long as if every principal had as many waiting as the longest:
+// ten principals with three waiting each, two slots of 100 ms: the last
+// of 31 waits 1.55 s, within the 2 s budget.
+func TestBurstOfManyPrincipalsQueued(t *testing.T) {
+	c, clk, obs := newController(admission.Config{PerPrincipal: 2, QueuePerPrincipal: 8, MaxConcurrent: 2, MaxWait: 2100 * time.Millisecond})
+	setServiceTime(t, c, clk, 100*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, tk := range []*admission.Ticket{mustAcquire(t, c, "running"), mustAcquire(t, c, "running")} {
+		defer tk.Release()
+	}
+	for i := range 30 {
+		acquireAsync(ctx, c, fmt.Sprint("p", i%10))
+		obs.waitQueued(t, 1)
+	}
+	last := acquireAsync(ctx, c, "p0") // its fourth
+	obs.waitQueued(t, 1)
+	expectPending(t, last)
+	if st := c.Stats(); st.Queued != 31 || st.RefusedServerBusy != 0 {
+		t.Fatalf("stats %+v", st)
+	}
 }
 
 // TestQueuedRefusedAtBound: an operation still waiting at its budget
@@ -335,6 +372,32 @@ func TestQueuedRefusedAtBound(t *testing.T) {
 	expectRefused(t, receive(t, quiet).err, admission.ReasonServerBusy, admission.ErrServerBusy)
 	if st := c.Stats(); st.Expired != 2 || st.Queued != 0 || st.Principals != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestWaitBudgetCoversServiceSpread: when service times vary, the budget
+// leaves room for a slow one, not only for the average: operations that
+// take 100 and 300 ms in turn average about 200 ms (205 right after a
+// 300) with a mean deviation of about 105 ms, so an operation waits at
+// most 2 s - 205 ms - 4 × 105 ms, 1.37 s; the average alone would allow
+// 1.8 s.
+func TestWaitBudgetCoversServiceSpread(t *testing.T) {
+	c, clk, obs := newController(admission.Config{PerPrincipal: 1, QueuePerPrincipal: 4, MaxConcurrent: 1, MaxWait: 2 * time.Second})
+	for i := range 200 {
+		tk := mustAcquire(t, c, "warm-up")
+		clk.advance(time.Duration(100+200*(i%2)) * time.Millisecond)
+		tk.Release()
+	}
+	tk := mustAcquire(t, c, "a")
+	defer tk.Release()
+	waiting := acquireAsync(context.Background(), c, "a")
+	obs.waitQueued(t, 1)
+	clk.advance(1360 * time.Millisecond)
+	expectPending(t, waiting)
+	clk.advance(20 * time.Millisecond)
+	refused := expectRefused(t, receive(t, waiting).err, admission.ReasonPrincipalBusy, admission.ErrPrincipalBusy)
+	if refused.Waited != 1380*time.Millisecond {
+		t.Fatalf("waited %v, want about 1.37 s", refused.Waited)
 	}
 }
 

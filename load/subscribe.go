@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -25,6 +26,10 @@ import (
 // Clients[i % len(Clients)] and subscribed to messageAdded of that client's
 // conversation; then it sends one message to every such conversation and
 // measures, per subscriber, the time from sending to receiving it.
+//
+// A subscription refused by admission (OVERLOADED or RATE_LIMITED, as a
+// burst of 2,000 starts can be) is sent again after the retryAfter it was
+// given, as a client app would, at most maxResubscribes times.
 type SubscribeRun struct {
 	BaseURL     string
 	Clients     []Client
@@ -70,6 +75,8 @@ type SubscribeResult struct {
 	GoroutinesBefore, GoroutinesOpen, GoroutinesAfter int
 	// SubscribersBefore is the server's subscriber count before the run.
 	SubscribersBefore int
+	// Resubscribed counts subscriptions sent again after a refusal.
+	Resubscribed int64
 }
 
 // Percentile returns the delivery latency below which a fraction p fell.
@@ -90,6 +97,9 @@ func PrintSubscribe(w io.Writer, r SubscribeResult) {
 		mb(r.RSSBefore), mb(r.RSSSubscribed), mb(r.HeapSubscribed), r.GoroutinesBefore, r.GoroutinesOpen, r.GoroutinesAfter)
 	fmt.Fprintf(w, "pool checked_out %d idle, %d after  max backends %d (pool and listener)\n",
 		r.CheckedOutIdle, r.CheckedOutAfter, r.MaxBackends)
+	if r.Resubscribed > 0 {
+		fmt.Fprintf(w, "resubscribed after a refusal (OVERLOADED, RATE_LIMITED) %d times\n", r.Resubscribed)
+	}
 	for _, k := range slices.Sorted(maps.Keys(r.Errors)) {
 		fmt.Fprintf(w, "errors  %s: %d\n", k, r.Errors[k])
 	}
@@ -97,11 +107,21 @@ func PrintSubscribe(w io.Writer, r SubscribeResult) {
 
 const messageAdded = `subscription Added($c: ID!) { messageAdded(conversationId: $c) { id body conversation { id } } }`
 
+// maxResubscribes bounds how often one subscriber resubscribes after a
+// refusal.
+const maxResubscribes = 5
+
 // subscriber is one open socket and what it received.
 type subscriber struct {
-	conv string
-	conn *websocket.Conn
-	got  chan arrival // its reader's events
+	conv      string
+	conn      *websocket.Conn
+	got       chan arrival // its reader's events
+	subscribe wsMessage
+	// resubscribed counts, for the whole run, subscriptions sent again
+	// after a refusal; retries this subscriber's.
+	resubscribed *atomic.Int64
+	retries      int
+	retryAfter   time.Duration // set between a refusal and its complete
 }
 
 type arrival struct {
@@ -157,13 +177,14 @@ func (s SubscribeRun) Run(ctx context.Context) (SubscribeResult, error) {
 			}
 		}
 	}()
+	var resubscribed atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(64)
 	wsURL := "ws" + strings.TrimPrefix(s.BaseURL, "http") + "/query"
 	for i := range subs {
 		c := s.Clients[i%len(s.Clients)]
 		g.Go(func() error {
-			sub, err := openSubscriber(gctx, wsURL, c)
+			sub, err := openSubscriber(gctx, wsURL, c, &resubscribed)
 			if err != nil {
 				fail(err.Error())
 				return nil
@@ -192,6 +213,7 @@ func (s SubscribeRun) Run(ctx context.Context) (SubscribeResult, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	res.Connect = time.Since(start)
+	res.Resubscribed = resubscribed.Load()
 	if n := int(open["chatql_realtime_subscribers"]) - res.SubscribersBefore; n < opened {
 		fail(fmt.Sprintf("only %d of %d subscriptions registered", n, opened))
 	}
@@ -251,7 +273,10 @@ func (s SubscribeRun) Run(ctx context.Context) (SubscribeResult, error) {
 				case !ok:
 					res.Missing++
 					res.Errors["socket closed"]++
-				case a.err != "" || a.conv != sub.conv:
+				case a.err != "":
+					res.Unexpected++
+					res.Errors[subscriptionErrorKind(a.err)]++
+				case a.conv != sub.conv:
 					res.Unexpected++
 				default:
 					sentMu.Lock()
@@ -302,7 +327,7 @@ func (s SubscribeRun) Run(ctx context.Context) (SubscribeResult, error) {
 
 // openSubscriber connects as c, subscribes to c's conversation and starts
 // a reader that answers pings and passes on everything else.
-func openSubscriber(ctx context.Context, url string, c Client) (*subscriber, error) {
+func openSubscriber(ctx context.Context, url string, c Client, resubscribed *atomic.Int64) (*subscriber, error) {
 	dialCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	conn, _, err := websocket.Dial(dialCtx, url, &websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
@@ -325,11 +350,12 @@ func openSubscriber(ctx context.Context, url string, c Client) (*subscriber, err
 			break
 		}
 	}
-	if err := wsjson.Write(dialCtx, conn, wsMessage{ID: "1", Type: "subscribe", Payload: vars}); err != nil {
+	subscribe := wsMessage{ID: "1", Type: "subscribe", Payload: vars}
+	if err := wsjson.Write(dialCtx, conn, subscribe); err != nil {
 		conn.CloseNow()
 		return nil, errors.New("subscribe failed")
 	}
-	sub := &subscriber{conv: c.ConversationID, conn: conn, got: make(chan arrival, 16)}
+	sub := &subscriber{conv: c.ConversationID, conn: conn, got: make(chan arrival, 16), subscribe: subscribe, resubscribed: resubscribed}
 	go sub.read()
 	return sub, nil
 }
@@ -354,12 +380,31 @@ func (s *subscriber) read() {
 				Data struct {
 					MessageAdded struct{ Conversation struct{ ID string } }
 				}
-				Errors []json.RawMessage
+				Errors json.RawMessage
 			}
-			if err := json.Unmarshal(m.Payload, &p); err != nil || len(p.Errors) > 0 {
+			err := json.Unmarshal(m.Payload, &p)
+			if wait, ok := refusedFor(p.Errors); err == nil && ok && s.retries < maxResubscribes {
+				// Refused as it started: the subscription completes
+				// next, then it is sent again.
+				s.retryAfter = wait
+				continue
+			}
+			if err != nil || len(p.Errors) > 0 {
 				a.err = string(m.Payload)
 			}
 			a.conv, a.at = p.Data.MessageAdded.Conversation.ID, at
+		case "complete":
+			if s.retryAfter > 0 {
+				s.retries++
+				s.resubscribed.Add(1)
+				time.Sleep(s.retryAfter)
+				s.retryAfter = 0
+				if err := wsjson.Write(context.Background(), s.conn, s.subscribe); err != nil {
+					return
+				}
+				continue
+			}
+			a.err = m.Type
 		default:
 			a.err = m.Type + " " + string(m.Payload)
 		}
@@ -368,6 +413,39 @@ func (s *subscriber) read() {
 		default: // counted as unexpected by the buffer check
 		}
 	}
+}
+
+// refusedFor reports whether a list of GraphQL errors is admission's
+// refusal, and the retryAfter it gave (at least a second).
+func refusedFor(payload json.RawMessage) (time.Duration, bool) {
+	var errs []struct {
+		Extensions struct {
+			Code       string `json:"code"`
+			RetryAfter int    `json:"retryAfter"`
+		} `json:"extensions"`
+	}
+	if json.Unmarshal(payload, &errs) != nil || len(errs) == 0 {
+		return 0, false
+	}
+	switch errs[0].Extensions.Code {
+	case "OVERLOADED", "RATE_LIMITED":
+		return time.Duration(max(errs[0].Extensions.RetryAfter, 1)) * time.Second, true
+	}
+	return 0, false
+}
+
+// subscriptionErrorKind names what a subscriber received instead of its
+// event, by the error's extensions.code when it has one.
+func subscriptionErrorKind(received string) string {
+	const key = `"code":"`
+	if i := strings.Index(received, key); i >= 0 {
+		rest := received[i+len(key):]
+		if j := strings.IndexByte(rest, '"'); j >= 0 {
+			return "subscription " + rest[:j]
+		}
+	}
+	kind, _, _ := strings.Cut(received, " ")
+	return "subscription " + kind
 }
 
 // scrape reads the server's /metrics into name → value (unlabelled

@@ -67,7 +67,7 @@ func fairness(ctx context.Context, o options, baseURL string, clients []load.Cli
 		peak = floodPeak
 	}
 	rate := overload * peak
-	r, err := load.OpenLoopRun{BaseURL: baseURL, Clients: clients, Rate: rate, Duration: o.flood, Query: graph.InboxQuery, MaxWait: maxWait}.Run(ctx)
+	r, err := load.OpenLoopRun{BaseURL: baseURL, Clients: clients, Rate: rate, Duration: o.flood, Query: graph.InboxQuery, MaxWait: maxWait, ServerPID: o.serverPID}.Run(ctx)
 	if err != nil {
 		return err
 	}
@@ -75,5 +75,7 @@ func fairness(ctx context.Context, o options, baseURL string, clients []load.Cli
 	fmt.Fprintf(out, "sent %d, served %d (goodput %.1f req/s, %.0f%% of the peak), refused %d, failed %d; served p50 %s ms, p99 %s ms, max %s ms; served slower than %s: %d\n",
 		r.Sent, len(r.Served), r.Goodput(), 100*r.Goodput()/peak, r.Refused, r.Failed,
 		fmtMs(load.PercentileOf(r.Served, 0.5)), fmtMs(load.PercentileOf(r.Served, 0.99)), fmtMs(load.PercentileOf(r.Served, 1)), maxWait, r.OverMaxWait)
+	fmt.Fprintf(out, "at the server (request written to first byte): served p50 %s ms, p99 %s ms, max %s ms; over %s: %d; CPU: server %.2f s, load generator %.2f s\n",
+		fmtMs(load.PercentileOf(r.AtServer, 0.5)), fmtMs(load.PercentileOf(r.AtServer, 0.99)), fmtMs(load.PercentileOf(r.AtServer, 1)), maxWait, r.ServerOverMaxWait, r.ServerCPU.Seconds(), r.GeneratorCPU.Seconds())
 	return nil
 }

@@ -1,0 +1,208 @@
+package load
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"sync"
+	"time"
+)
+
+// OpenLoopRun sends Query at Rate requests a second for Duration, each
+// arrival on schedule whatever the server does (an open loop: arrivals do
+// not wait for answers), signed in round-robin as Clients.
+//
+// Requests go out over up to Connections keep-alive connections, each
+// written as prepared bytes and read with http.ReadResponse: at ten times
+// the server's peak, net/http's client spent a fifth of the machine's
+// CPU, which the server being measured then lacked. An arrival that finds
+// every connection busy waits for one; its latency counts from the time
+// it was due.
+type OpenLoopRun struct {
+	BaseURL  string
+	Clients  []Client
+	Rate     float64
+	Duration time.Duration
+	Query    string
+	// Connections bounds the connections open at once (default 1024).
+	Connections int
+	// MaxWait is the server's ADMISSION_MAX_WAIT: served requests that
+	// took longer are counted.
+	MaxWait time.Duration
+	// ServerPID, when set, is the server's process: the CPU time it spent
+	// is read from /proc.
+	ServerPID int
+}
+
+// OpenLoopResult is what an OpenLoopRun measured.
+type OpenLoopResult struct {
+	Elapsed time.Duration
+	Sent    int
+	// Served holds the latencies of the requests answered with data,
+	// from the time each was due, sorted; Refused counts 429 and 503
+	// answers, Failed the rest.
+	Served  []time.Duration
+	Refused int
+	Failed  int
+	// OverMaxWait counts served requests that took longer than MaxWait.
+	OverMaxWait int
+	// AtServer holds, for the served requests, the time from the request
+	// written to its answer's header read, sorted: the server's part of
+	// the latency, without the wait for a free connection. ServerOverMaxWait
+	// counts those over MaxWait.
+	AtServer          []time.Duration
+	ServerOverMaxWait int
+	// ServerCPU is the server's CPU time over the run (0 without
+	// ServerPID); GeneratorCPU this process's, which shares the machine.
+	ServerCPU, GeneratorCPU time.Duration
+}
+
+// Goodput is the served requests per second.
+func (r OpenLoopResult) Goodput() float64 { return float64(len(r.Served)) / r.Elapsed.Seconds() }
+
+// scheduled is one arrival: whose, and when it was due.
+type scheduled struct {
+	request []byte
+	due     time.Time
+}
+
+// Run executes the arrivals and waits for every answer.
+func (o OpenLoopRun) Run(ctx context.Context) (OpenLoopResult, error) {
+	u, err := url.Parse(o.BaseURL)
+	if err != nil {
+		return OpenLoopResult{}, fmt.Errorf("base URL: %w", err)
+	}
+	body, _ := json.Marshal(map[string]any{"query": o.Query})
+	requests := make([][]byte, len(o.Clients))
+	for i, c := range o.Clients {
+		requests[i] = fmt.Appendf(nil, "POST /query HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s",
+			u.Host, c.Token, len(body), body)
+	}
+	conns := o.Connections
+	if conns <= 0 {
+		conns = 1024
+	}
+	total := int(o.Rate*o.Duration.Seconds()) + 1
+	arrivals := make(chan scheduled, total)
+
+	var res OpenLoopResult
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Go(func() {
+			w := openLoopConn{addr: u.Host}
+			defer w.close()
+			var served, atServer []time.Duration
+			var refused, failed int
+			for a := range arrivals {
+				status, ok, wrote, answered := w.do(ctx, a.request)
+				switch {
+				case ok:
+					served = append(served, answered.Sub(a.due))
+					atServer = append(atServer, answered.Sub(wrote))
+				case status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable:
+					refused++
+				default:
+					failed++
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			res.Served = append(res.Served, served...)
+			res.AtServer = append(res.AtServer, atServer...)
+			res.Refused += refused
+			res.Failed += failed
+		})
+	}
+
+	cpuBefore, ownBefore := processCPU(o.ServerPID), processCPU(os.Getpid())
+	start := time.Now()
+	for ctx.Err() == nil {
+		elapsed := time.Since(start)
+		if elapsed >= o.Duration {
+			break
+		}
+		for due := int(elapsed.Seconds() * o.Rate); res.Sent < due; res.Sent++ {
+			at := start.Add(time.Duration(float64(res.Sent) / o.Rate * float64(time.Second)))
+			arrivals <- scheduled{request: requests[res.Sent%len(requests)], due: at}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(arrivals)
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	res.ServerCPU = processCPU(o.ServerPID) - cpuBefore
+	res.GeneratorCPU = processCPU(os.Getpid()) - ownBefore
+	slices.Sort(res.Served)
+	slices.Sort(res.AtServer)
+	for _, d := range res.Served {
+		if d > o.MaxWait {
+			res.OverMaxWait++
+		}
+	}
+	for _, d := range res.AtServer {
+		if d > o.MaxWait {
+			res.ServerOverMaxWait++
+		}
+	}
+	return res, ctx.Err()
+}
+
+// openLoopConn is one keep-alive connection of an OpenLoopRun, dialled
+// when first needed and again after an error.
+type openLoopConn struct {
+	addr string
+	conn net.Conn
+	br   *bufio.Reader
+	body bytes.Buffer
+}
+
+// do sends one prepared request and reads its answer: the status, whether
+// it carried data and no error, when the request was written and when the
+// answer's header was read.
+func (c *openLoopConn) do(ctx context.Context, request []byte) (status int, ok bool, wrote, answered time.Time) {
+	if c.conn == nil {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", c.addr)
+		if err != nil {
+			return 0, false, time.Time{}, time.Time{}
+		}
+		c.conn, c.br = conn, bufio.NewReaderSize(conn, 64<<10)
+	}
+	if _, err := c.conn.Write(request); err != nil {
+		c.close()
+		return 0, false, time.Time{}, time.Time{}
+	}
+	wrote = time.Now()
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		c.close()
+		return 0, false, wrote, time.Time{}
+	}
+	answered = time.Now()
+	c.body.Reset()
+	_, err = io.Copy(&c.body, resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.Close {
+		c.close()
+	}
+	if err != nil {
+		return resp.StatusCode, false, wrote, answered
+	}
+	return resp.StatusCode, resp.StatusCode == http.StatusOK && !bytes.Contains(c.body.Bytes(), []byte(`"errors"`)), wrote, answered
+}
+
+func (c *openLoopConn) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn, c.br = nil, nil
+	}
+}
