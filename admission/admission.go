@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 )
@@ -20,6 +21,10 @@ const (
 // initialServiceTime is the service time assumed before any operation has
 // finished: roughly an Inbox query on a quiet server.
 const initialServiceTime = 10 * time.Millisecond
+
+// recentServices is how many of the last service times the wait budget
+// looks at: enough that an overloaded server's slow tail is in them.
+const recentServices = 64
 
 // serviceWeight is the weight of the newest operation in the service time
 // average: about the last ten operations count.
@@ -152,12 +157,13 @@ type Controller struct {
 	next    int
 	running int
 	queued  int
-	// service is the recent service time (an EWMA), deviation the
-	// recent mean deviation from it (an EWMA too): together they bound
-	// the time an admitted operation still takes, as TCP bounds a round
-	// trip (RFC 6298).
+	// service is the recent service time (an EWMA); recent holds the
+	// last service times (a ring, next the oldest) and slowest the
+	// longest of them.
 	service       time.Duration
-	deviation     time.Duration
+	recent        [recentServices]time.Duration
+	recentNext    int
+	slowest       time.Duration
 	subscriptions map[string]int
 	counts        Counts
 }
@@ -178,6 +184,9 @@ type waiter struct {
 	ready   chan error
 	stop    func() bool
 	queued  bool // still in p.queue
+	// admitted is when it was given its slot: its service time counts
+	// from then, the wait to be scheduled included.
+	admitted time.Time
 }
 
 // Option adjusts a Controller.
@@ -299,7 +308,7 @@ func (c *Controller) Acquire(ctx context.Context, key string) (*Ticket, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Ticket{c: c, p: p, started: c.clock.Now()}, nil
+		return &Ticket{c: c, p: p, started: w.admitted}, nil
 	case <-ctx.Done():
 		if c.cancel(w) {
 			return nil, context.Cause(ctx)
@@ -339,15 +348,14 @@ func (c *Controller) start(p *principal, now time.Time) *Ticket {
 }
 
 // waitBudget is how long an operation may wait for its slot: MaxWait
-// less a generous bound on its service time (the recent average plus four
-// mean deviations), so that an operation admitted at the end of its wait
-// still answers within MaxWait of its arrival (a client counts its whole
-// round trip, not the wait alone): the average alone let one in 200
-// answers under overload overrun by up to five service times. At least
-// half of MaxWait, so that a slow spell does not turn every wait into a
-// refusal. c.mu is held.
+// less the slowest of the last service times, so that an operation
+// admitted at the end of its wait still answers within MaxWait of its
+// arrival (a client counts its whole round trip, not the wait alone);
+// less the average only, one answer in 400 under a 10x overload took
+// longer. At least half of MaxWait, so that a slow spell does not turn
+// every wait into a refusal. c.mu is held.
 func (c *Controller) waitBudget() time.Duration {
-	return max(c.cfg.MaxWait-c.service-4*c.deviation, c.cfg.MaxWait/2)
+	return max(c.cfg.MaxWait-max(c.service, c.slowest), c.cfg.MaxWait/2)
 }
 
 // predict is how long an operation at place pos of p's queue would wait,
@@ -378,7 +386,9 @@ func (c *Controller) release(t *Ticket) {
 	c.mu.Lock()
 	now := c.clock.Now()
 	held := now.Sub(t.started)
-	c.deviation = time.Duration((1-serviceWeight)*float64(c.deviation) + serviceWeight*float64((held-c.service).Abs()))
+	c.recent[c.recentNext] = held
+	c.recentNext = (c.recentNext + 1) % recentServices
+	c.slowest = slices.Max(c.recent[:])
 	c.service = time.Duration((1-serviceWeight)*float64(c.service) + serviceWeight*float64(held))
 	t.p.running--
 	c.running--
@@ -408,6 +418,7 @@ func (c *Controller) dispatch(now time.Time) []time.Duration {
 		p.running++
 		c.running++
 		c.counts.Admitted++
+		w.admitted = now
 		w.ready <- nil
 		waits = append(waits, now.Sub(w.arrived))
 	}

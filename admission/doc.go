@@ -18,25 +18,29 @@
 //     noisy one's.
 //   - An arriving operation that would have to wait is refused at once
 //     when its predicted wait exceeds its budget, or its principal's queue is
-//     full. The prediction is its place in its principal's queue times the
-//     recent service time (an exponentially weighted average of how long
-//     admitted operations held their slot), divided by the rate at which
-//     its principal is admitted: PerPrincipal at a time, or its fair share
-//     of MaxConcurrent among the principals competing, whichever is
-//     smaller. A refusal names whose share was full: the principal's own
-//     (ErrPrincipalBusy, HTTP 429 RATE_LIMITED) or the whole server's
-//     (ErrServerBusy, 503 OVERLOADED), with a Retry-After computed from the
-//     same prediction.
-//   - A principal that comes back before the Retry-After it was given, and
-//     still has operations running or waiting, is refused again with Hold
-//     set: the caller holds the answer that long (a timer, no CPU), so a
-//     client that retries a refusal at once cannot make the server spend
-//     its cores on refusals.
+//     full. The prediction counts the operations admitted before it (its
+//     principal's ahead of it, and at most as many of every other waiting
+//     principal's, as round-robin takes them, never more than are waiting)
+//     times the recent service time (an exponentially weighted average of
+//     how long admitted operations held their slot), over the slots they
+//     share: PerPrincipal for its own, MaxConcurrent for everyone's,
+//     whichever bound is longer. A refusal names whose share was full: the
+//     principal's own (ErrPrincipalBusy, HTTP 429 RATE_LIMITED) or the
+//     whole server's (ErrServerBusy, 503 OVERLOADED), with a Retry-After
+//     computed from the same prediction.
+//   - A principal refused for its own share that comes back before the
+//     Retry-After it was given, and still has operations running or
+//     waiting, is refused again with Hold set: the caller holds the answer
+//     that long (a timer, no CPU), so a client that retries a refusal at
+//     once cannot make the server spend its cores on refusals. A
+//     server-wide refusal is never held: it goes to many principals each
+//     sending a little, and holding them all would hold a connection per
+//     arrival.
 //   - An operation that waited its budget without being admitted is refused
-//     then (a timer, not a poll). The budget is MaxWait less the recent
-//     service time, at least half of MaxWait: an operation admitted at the
-//     end of its wait still answers within MaxWait of its arrival, which
-//     is what its client sees.
+//     then (a timer, not a poll). The budget is MaxWait less the slowest of
+//     the last 64 service times, at least half of MaxWait: an operation
+//     admitted at the end of its wait still answers within MaxWait of its
+//     arrival, which is what its client sees.
 //   - A principal has at most SubscriptionsPerPrincipal subscriptions open
 //     at once. A subscription takes an operation slot only while it starts;
 //     its events are not admitted (they are the realtime hub's, buffered

@@ -48,8 +48,11 @@ type Stats struct {
 	Waiting    int `json:"waitingPrincipals"`
 	// Subscriptions is the number of subscriptions open.
 	Subscriptions int `json:"subscriptions"`
-	// ServiceTimeMs is the recent service time the wait predictions use.
-	ServiceTimeMs float64 `json:"serviceTimeMs"`
+	// ServiceTimeMs is the recent service time the wait predictions use;
+	// SlowestServiceMs the slowest of the last ones, which the wait
+	// budget leaves room for.
+	ServiceTimeMs    float64 `json:"serviceTimeMs"`
+	SlowestServiceMs float64 `json:"slowestServiceMs"`
 	Counts
 }
 
@@ -74,6 +77,7 @@ func (c *Controller) Stats() Stats {
 		Waiting:                   len(c.ring),
 		Subscriptions:             subs,
 		ServiceTimeMs:             ms(c.service),
+		SlowestServiceMs:          ms(c.slowest),
 		Counts:                    c.counts,
 	}
 }

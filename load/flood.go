@@ -48,6 +48,15 @@ type FloodResult struct {
 	CPU time.Duration
 }
 
+// TotalServed is the requests per second answered with data, the quiet
+// user's and the flood's.
+func (r FloodResult) TotalServed() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Served+len(r.Quiet)) / r.Elapsed.Seconds()
+}
+
 // Run executes the flood.
 func (f FloodRun) Run(ctx context.Context) (FloodResult, error) {
 	transport := &http.Transport{MaxIdleConns: f.Flooders + 64, MaxIdleConnsPerHost: f.Flooders + 64, IdleConnTimeout: time.Minute}

@@ -25,7 +25,8 @@ import (
 // the server's peak, net/http's client spent a fifth of the machine's
 // CPU, which the server being measured then lacked. An arrival that finds
 // every connection busy waits for one; its latency counts from the time
-// it was due.
+// it was due. Arrivals still waiting for one when Duration ends are not
+// sent (Unsent); answers still outstanding Drain after it are failures.
 type OpenLoopRun struct {
 	BaseURL  string
 	Clients  []Client
@@ -34,6 +35,10 @@ type OpenLoopRun struct {
 	Query    string
 	// Connections bounds the connections open at once (default 1024).
 	Connections int
+	// Drain is how long answers may take after Duration (default 35 s,
+	// past the default DB_POOL_TIMEOUT: without admission, that is when
+	// the pool refuses what waited).
+	Drain time.Duration
 	// MaxWait is the server's ADMISSION_MAX_WAIT: served requests that
 	// took longer are counted.
 	MaxWait time.Duration
@@ -44,6 +49,8 @@ type OpenLoopRun struct {
 
 // OpenLoopResult is what an OpenLoopRun measured.
 type OpenLoopResult struct {
+	// Elapsed is the run's Duration: goodput counts the arrivals in it
+	// that were served, however late their answers came.
 	Elapsed time.Duration
 	Sent    int
 	// Served holds the latencies of the requests answered with data,
@@ -52,6 +59,9 @@ type OpenLoopResult struct {
 	Served  []time.Duration
 	Refused int
 	Failed  int
+	// Unsent counts arrivals that found every connection busy until the
+	// end of the run.
+	Unsent int
 	// OverMaxWait counts served requests that took longer than MaxWait.
 	OverMaxWait int
 	// AtServer holds, for the served requests, the time from the request
@@ -65,8 +75,11 @@ type OpenLoopResult struct {
 	ServerCPU, GeneratorCPU time.Duration
 }
 
-// Goodput is the served requests per second.
-func (r OpenLoopResult) Goodput() float64 { return float64(len(r.Served)) / r.Elapsed.Seconds() }
+// Goodput is the requests per second served within MaxWait: an answer
+// later than that is one its user has likely given up on.
+func (r OpenLoopResult) Goodput() float64 {
+	return float64(len(r.Served)-r.OverMaxWait) / r.Elapsed.Seconds()
+}
 
 // scheduled is one arrival: whose, and when it was due.
 type scheduled struct {
@@ -90,8 +103,14 @@ func (o OpenLoopRun) Run(ctx context.Context) (OpenLoopResult, error) {
 	if conns <= 0 {
 		conns = 1024
 	}
+	drain := o.Drain
+	if drain <= 0 {
+		drain = 35 * time.Second
+	}
 	total := int(o.Rate*o.Duration.Seconds()) + 1
 	arrivals := make(chan scheduled, total)
+	start := time.Now()
+	end := start.Add(o.Duration)
 
 	var res OpenLoopResult
 	var mu sync.Mutex
@@ -101,9 +120,13 @@ func (o OpenLoopRun) Run(ctx context.Context) (OpenLoopResult, error) {
 			w := openLoopConn{addr: u.Host}
 			defer w.close()
 			var served, atServer []time.Duration
-			var refused, failed int
+			var refused, failed, unsent int
 			for a := range arrivals {
-				status, ok, wrote, answered := w.do(ctx, a.request)
+				if time.Now().After(end) {
+					unsent++
+					continue
+				}
+				status, ok, wrote, answered := w.do(ctx, a.request, end.Add(drain))
 				switch {
 				case ok:
 					served = append(served, answered.Sub(a.due))
@@ -120,11 +143,11 @@ func (o OpenLoopRun) Run(ctx context.Context) (OpenLoopResult, error) {
 			res.AtServer = append(res.AtServer, atServer...)
 			res.Refused += refused
 			res.Failed += failed
+			res.Unsent += unsent
 		})
 	}
 
 	cpuBefore, ownBefore := processCPU(o.ServerPID), processCPU(os.Getpid())
-	start := time.Now()
 	for ctx.Err() == nil {
 		elapsed := time.Since(start)
 		if elapsed >= o.Duration {
@@ -138,7 +161,7 @@ func (o OpenLoopRun) Run(ctx context.Context) (OpenLoopResult, error) {
 	}
 	close(arrivals)
 	wg.Wait()
-	res.Elapsed = time.Since(start)
+	res.Elapsed = o.Duration
 	res.ServerCPU = processCPU(o.ServerPID) - cpuBefore
 	res.GeneratorCPU = processCPU(os.Getpid()) - ownBefore
 	slices.Sort(res.Served)
@@ -165,10 +188,10 @@ type openLoopConn struct {
 	body bytes.Buffer
 }
 
-// do sends one prepared request and reads its answer: the status, whether
-// it carried data and no error, when the request was written and when the
-// answer's header was read.
-func (c *openLoopConn) do(ctx context.Context, request []byte) (status int, ok bool, wrote, answered time.Time) {
+// do sends one prepared request and reads its answer by deadline: the
+// status, whether it carried data and no error, when the request was
+// written and when the answer's header was read.
+func (c *openLoopConn) do(ctx context.Context, request []byte, deadline time.Time) (status int, ok bool, wrote, answered time.Time) {
 	if c.conn == nil {
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "tcp", c.addr)
@@ -176,6 +199,7 @@ func (c *openLoopConn) do(ctx context.Context, request []byte) (status int, ok b
 			return 0, false, time.Time{}, time.Time{}
 		}
 		c.conn, c.br = conn, bufio.NewReaderSize(conn, 64<<10)
+		_ = conn.SetDeadline(deadline)
 	}
 	if _, err := c.conn.Write(request); err != nil {
 		c.close()

@@ -108,7 +108,13 @@ func PrintTable(w io.Writer, results []Result) {
 	fmt.Fprintln(w, "(srv ms and pg ms: CPU time per request of the server process and of the whole PostgreSQL cluster)")
 	ceilings := map[string]Result{}
 	for _, r := range results {
-		if r.Mode != ModeChatQL {
+		if r.Mode == ModeNoAdmission {
+			fmt.Fprintln(w, "(adm-off: the same chatql binary with admission off, ADMISSION_PER_USER=0)")
+			break
+		}
+	}
+	for _, r := range results {
+		if r.Mode != ModeChatQL && r.Mode != ModeNoAdmission {
 			ceilings[fmt.Sprint(r.Mode, r.Concurrency)] = r
 		}
 	}

@@ -26,6 +26,9 @@ const (
 	// (HTTPCeilingHandler driven like chatql).
 	ModeRaw  = "raw"
 	ModeHTTP = "http"
+	// ModeNoAdmission is chatql with admission off (ADMISSION_PER_USER=0),
+	// the baseline of the fairness figures.
+	ModeNoAdmission = "adm-off"
 )
 
 // Client is one simulated user: a token and a conversation to write to.
@@ -74,7 +77,8 @@ func ClientsWithInbox(ctx context.Context, conn *pgx.Conn, n, minConversations i
 // HTTPRun drives a chatql server: Concurrency clients each send Query (or,
 // with probability WriteRatio, a sendMessage) back to back for Duration.
 type HTTPRun struct {
-	// Mode names the results: ModeChatQL unless set (ModeHTTP).
+	// Mode names the results: ModeChatQL unless set (ModeHTTP,
+	// ModeNoAdmission).
 	Mode        string
 	BaseURL     string
 	Clients     []Client

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"chatql/load"
 	"chatql/localpg"
 )
 
@@ -73,34 +74,55 @@ func bench(ctx context.Context, args []string, out io.Writer) error {
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	o.jwtSecret = hex.EncodeToString(secret)
-	addr, err := freeAddr()
+	env := []string{
+		"DATABASE_URL=" + dbURL, "JWT_SECRET=" + o.jwtSecret,
+		fmt.Sprintf("DB_POOL_SIZE=%d", *poolSize), fmt.Sprintf("DB_MAX_OVERFLOW=%d", *overflow),
+		"DB_POOL_TIMEOUT=30", "DB_POOL_RECYCLE=1800", "DB_ECHO=false",
+		"LOG_LEVEL=warn", "GRAPHQL_DB_STATS=false",
+	}
+	// The same binary twice: as configured (admission on, the defaults)
+	// and with admission off, the baseline the fairness goals are
+	// measured against. Each has its own pool of the same size; they run
+	// one after the other, never at once.
+	on, err := startServer(ctx, bin, "chatql-bench", env)
 	if err != nil {
 		return err
 	}
-	const app = "chatql-bench"
+	defer on.stop()
+	off, err := startServer(ctx, bin, "chatql-bench-off", append(env, "ADMISSION_PER_USER=0"))
+	if err != nil {
+		return err
+	}
+	defer off.stop()
+	fmt.Fprintf(out, "chatql (%s) with DB_POOL_SIZE=%d DB_MAX_OVERFLOW=%d on a private PostgreSQL, admission on (the defaults) and off (ADMISSION_PER_USER=0); %s per run\n\n", *binary, *poolSize, *overflow, o.duration)
+	on.mode, off.mode = load.ModeChatQL, load.ModeNoAdmission
+	return measure(ctx, o, []target{on, off}, dbURL, out)
+}
+
+// startServer starts the chatql binary with env, as application app on a
+// free address, and waits until it is ready.
+func startServer(ctx context.Context, bin, app string, env []string) (target, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return target{}, err
+	}
 	server := exec.CommandContext(ctx, bin)
-	server.Env = append(os.Environ(),
-		"DATABASE_URL="+dbURL, "JWT_SECRET="+o.jwtSecret, "LISTEN_ADDR="+addr,
-		fmt.Sprintf("DB_POOL_SIZE=%d", *poolSize), fmt.Sprintf("DB_MAX_OVERFLOW=%d", *overflow),
-		"DB_POOL_TIMEOUT=30", "DB_POOL_RECYCLE=1800", "DB_ECHO=false",
-		"DB_APPLICATION_NAME="+app, "LOG_LEVEL=warn", "GRAPHQL_DB_STATS=false",
-	)
+	server.Env = append(os.Environ(), env...)
+	server.Env = append(server.Env, "LISTEN_ADDR="+addr, "DB_APPLICATION_NAME="+app)
 	server.Stdout, server.Stderr = os.Stderr, os.Stderr
 	server.Cancel = func() error { return server.Process.Signal(syscall.SIGTERM) }
 	if err := server.Start(); err != nil {
-		return fmt.Errorf("start chatql: %w", err)
+		return target{}, fmt.Errorf("start chatql: %w", err)
 	}
-	defer func() {
+	t := target{baseURL: "http://" + addr, app: app, pid: server.Process.Pid, stop: func() {
 		_ = server.Process.Signal(syscall.SIGTERM)
 		_ = server.Wait()
-	}()
-	baseURL := "http://" + addr
-	if err := waitReady(ctx, baseURL, 30*time.Second); err != nil {
-		return err
+	}}
+	if err := waitReady(ctx, t.baseURL, 30*time.Second); err != nil {
+		t.stop()
+		return target{}, err
 	}
-	o.serverPID = server.Process.Pid
-	fmt.Fprintf(out, "chatql (%s) with DB_POOL_SIZE=%d DB_MAX_OVERFLOW=%d on a private PostgreSQL; %s per run\n\n", *binary, *poolSize, *overflow, o.duration)
-	return measure(ctx, o, baseURL, dbURL, app, out)
+	return t, nil
 }
 
 func freeAddr() (string, error) {

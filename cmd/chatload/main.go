@@ -69,9 +69,15 @@ type options struct {
 	subscribers int
 	// flood is the duration of each fairness scenario (0: skip them).
 	flood time.Duration
-	// serverPID is the measured server's process, when it runs here
-	// (bench): its CPU time per request is reported.
-	serverPID int
+}
+
+// target is a chatql server being measured: its mode in the results, where
+// it listens, its DB_APPLICATION_NAME (to count its connections) and, when
+// it runs here (bench), its process, whose CPU time is reported.
+type target struct {
+	mode, baseURL, app string
+	pid                int
+	stop               func()
 }
 
 func (o *options) register(fs *flag.FlagSet) {
@@ -115,7 +121,7 @@ func runCommand(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 	}
-	return measure(ctx, o, *baseURL, *dbURL, *app, out)
+	return measure(ctx, o, []target{{mode: load.ModeChatQL, baseURL: *baseURL, app: *app}}, *dbURL, out)
 }
 
 func seedDatabase(ctx context.Context, dbURL string, out io.Writer) error {
@@ -141,8 +147,9 @@ func seedDatabase(ctx context.Context, dbURL string, out io.Writer) error {
 	return nil
 }
 
-// measure runs the matrix against the server at baseURL and prints the table.
-func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.Writer) error {
+// measure runs the matrix against the targets, the first being the one
+// under test, and prints the table.
+func measure(ctx context.Context, o options, targets []target, dbURL string, out io.Writer) error {
 	tokens, err := auth.NewTokens([]byte(o.jwtSecret), time.Hour)
 	if err != nil {
 		return err
@@ -170,27 +177,31 @@ func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.
 	defer sampleConn.Close(context.Background())
 
 	var results []load.Result
-	warm := load.HTTPRun{BaseURL: baseURL, Clients: clients, Concurrency: min(16, maxC), Duration: 2 * time.Second, Query: graph.InboxQuery}
-	if _, err := warm.Run(ctx); err != nil {
-		return fmt.Errorf("warm-up: %w", err)
+	for _, t := range targets {
+		warm := load.HTTPRun{BaseURL: t.baseURL, Clients: clients, Concurrency: min(16, maxC), Duration: 2 * time.Second, Query: graph.InboxQuery}
+		if _, err := warm.Run(ctx); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
 	}
 	// CPU time is read from /proc when the database runs here.
 	postmaster, _ := load.PostmasterPID(ctx, sampleConn)
 	var poolCfg dbpool.Config
 	for _, c := range o.concurrency {
-		done := load.CPUMeter{ServerPID: o.serverPID, PostmasterPID: postmaster}.Start()
-		r, err := load.HTTPRun{
-			BaseURL: baseURL, Clients: clients, Concurrency: c, Duration: o.duration, WriteRatio: o.writeRatio,
-			Query: graph.InboxQuery, Sample: load.BackendSampler(sampleConn, app),
-		}.Run(ctx)
-		if err != nil {
-			return err
-		}
-		done(&r)
-		results = append(results, r)
-		fmt.Fprintf(out, "chatql  c=%-4d %8.1f req/s  p99 %s ms  backends %d  errors %d\n", c, r.Throughput(), fmtMs(r.Percentile(0.99)), r.MaxBackends, r.ErrorCount())
-		if r.PoolAfter != nil {
-			poolCfg.Size, poolCfg.MaxOverflow = r.PoolAfter.PoolSize, r.PoolAfter.MaxOverflow
+		for _, t := range targets {
+			done := load.CPUMeter{ServerPID: t.pid, PostmasterPID: postmaster}.Start()
+			r, err := load.HTTPRun{
+				Mode: t.mode, BaseURL: t.baseURL, Clients: clients, Concurrency: c, Duration: o.duration, WriteRatio: o.writeRatio,
+				Query: graph.InboxQuery, Sample: load.BackendSampler(sampleConn, t.app),
+			}.Run(ctx)
+			if err != nil {
+				return err
+			}
+			done(&r)
+			results = append(results, r)
+			fmt.Fprintf(out, "%-7s c=%-4d %8.1f req/s  p99 %s ms  backends %d  errors %d\n", t.mode, c, r.Throughput(), fmtMs(r.Percentile(0.99)), r.MaxBackends, r.ErrorCount())
+			if r.PoolAfter != nil && t.mode == load.ModeChatQL {
+				poolCfg.Size, poolCfg.MaxOverflow = r.PoolAfter.PoolSize, r.PoolAfter.MaxOverflow
+			}
 		}
 	}
 	if o.ceiling {
@@ -224,22 +235,26 @@ func measure(ctx context.Context, o options, baseURL, dbURL, app string, out io.
 	fmt.Fprintln(out)
 	load.PrintTable(out, results)
 	if o.flood > 0 {
-		peak := 0.0
+		// The peak is the best closed-loop throughput without admission
+		// when that was measured, else with it; served requests only.
+		peaks := map[string]float64{}
 		for _, r := range results {
-			if r.Mode == load.ModeChatQL {
-				// Served requests only: refusals are not throughput.
-				peak = max(peak, float64(r.Requests()-r.ErrorCount())/r.Elapsed.Seconds())
-			}
+			peaks[r.Mode] = max(peaks[r.Mode], float64(r.Requests()-r.ErrorCount())/r.Elapsed.Seconds())
 		}
-		if err := fairness(ctx, o, baseURL, clients, peak, out); err != nil {
+		peak := peaks[load.ModeNoAdmission]
+		if peak == 0 {
+			peak = peaks[load.ModeChatQL]
+		}
+		if err := fairness(ctx, o, targets, clients, peak, out); err != nil {
 			return fmt.Errorf("fairness: %w", err)
 		}
 	}
 	if o.subscribers > 0 {
+		t := targets[0]
 		r, err := load.SubscribeRun{
-			BaseURL: baseURL, Clients: clients, Subscribers: o.subscribers,
+			BaseURL: t.baseURL, Clients: clients, Subscribers: o.subscribers,
 			MetricsToken: os.Getenv("METRICS_TOKEN"),
-			Sample:       load.BackendSampler(sampleConn, app, app+"-listener"),
+			Sample:       load.BackendSampler(sampleConn, t.app, t.app+"-listener"),
 		}.Run(ctx)
 		if err != nil {
 			return fmt.Errorf("subscribers: %w", err)
