@@ -22,13 +22,13 @@ const (
 // finished: roughly an Inbox query on a quiet server.
 const initialServiceTime = 10 * time.Millisecond
 
-// recentServices is how many of the last service times the wait budget
-// looks at: enough that an overloaded server's slow tail is in them.
+// recentServices is how many of the last service times the predictions
+// and the wait budget look at: enough that their average is steady (with
+// the last ten, a 256-client load that waited half its budget had one
+// request in twenty refused on a spike of the average) and that an
+// overloaded server's slow tail is in them, few enough to follow a change
+// within a fraction of a second.
 const recentServices = 64
-
-// serviceWeight is the weight of the newest operation in the service time
-// average: about the last ten operations count.
-const serviceWeight = 0.1
 
 // subscriptionRetryAfter is the Retry-After of a subscription over the
 // cap: subscriptions end when their clients leave, not on a schedule.
@@ -157,12 +157,14 @@ type Controller struct {
 	next    int
 	running int
 	queued  int
-	// service is the recent service time (an EWMA); recent holds the
-	// last service times (a ring, next the oldest) and slowest the
-	// longest of them.
-	service       time.Duration
+	// recent holds the last service times (a ring: recentNext is the
+	// oldest, recentCount how many are set, recentSum their sum);
+	// service is their average and slowest the longest of them.
 	recent        [recentServices]time.Duration
 	recentNext    int
+	recentCount   int
+	recentSum     time.Duration
+	service       time.Duration
 	slowest       time.Duration
 	subscriptions map[string]int
 	counts        Counts
@@ -350,12 +352,15 @@ func (c *Controller) start(p *principal, now time.Time) *Ticket {
 // waitBudget is how long an operation may wait for its slot: MaxWait
 // less the slowest of the last service times, so that an operation
 // admitted at the end of its wait still answers within MaxWait of its
-// arrival (a client counts its whole round trip, not the wait alone);
-// less the average only, one answer in 400 under a 10x overload took
-// longer. At least half of MaxWait, so that a slow spell does not turn
-// every wait into a refusal. c.mu is held.
+// arrival (a client counts its whole round trip, not the wait alone), and
+// less a fiftieth of MaxWait for what happens outside the slot (reading
+// the request's headers before admission, the network): less the average
+// alone, one answer in 400 under a 10x overload took longer; less the
+// slowest alone, one in 1,500, by a millisecond or two. At least half of
+// MaxWait, so that a slow spell does not turn every wait into a refusal.
+// c.mu is held.
 func (c *Controller) waitBudget() time.Duration {
-	return max(c.cfg.MaxWait-max(c.service, c.slowest), c.cfg.MaxWait/2)
+	return max(c.cfg.MaxWait-max(c.service, c.slowest)-c.cfg.MaxWait/50, c.cfg.MaxWait/2)
 }
 
 // predict is how long an operation at place pos of p's queue would wait,
@@ -386,10 +391,12 @@ func (c *Controller) release(t *Ticket) {
 	c.mu.Lock()
 	now := c.clock.Now()
 	held := now.Sub(t.started)
+	c.recentSum += held - c.recent[c.recentNext]
 	c.recent[c.recentNext] = held
 	c.recentNext = (c.recentNext + 1) % recentServices
+	c.recentCount = min(c.recentCount+1, recentServices)
+	c.service = c.recentSum / time.Duration(c.recentCount)
 	c.slowest = slices.Max(c.recent[:])
-	c.service = time.Duration((1-serviceWeight)*float64(c.service) + serviceWeight*float64(held))
 	t.p.running--
 	c.running--
 	admitted := c.dispatch(now)

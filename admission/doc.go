@@ -21,8 +21,8 @@
 //     full. The prediction counts the operations admitted before it (its
 //     principal's ahead of it, and at most as many of every other waiting
 //     principal's, as round-robin takes them, never more than are waiting)
-//     times the recent service time (an exponentially weighted average of
-//     how long admitted operations held their slot), over the slots they
+//     times the recent service time (the average time the last 64
+//     admitted operations held their slot), over the slots they
 //     share: PerPrincipal for its own, MaxConcurrent for everyone's,
 //     whichever bound is longer. A refusal names whose share was full: the
 //     principal's own (ErrPrincipalBusy, HTTP 429 RATE_LIMITED) or the
