@@ -104,6 +104,31 @@ func TestSigningKeys(t *testing.T) {
 	value(t, fams, "chatql_auth_jwks_refresh_failures_total")
 }
 
+// TestRemovedKeyRefusedAtOnce: a token the edge has seen verify names its
+// user from memory when it comes again (admission's principal), but the
+// operation still verifies it: once its key leaves the set, it is refused.
+func TestRemovedKeyRefusedAtOnce(t *testing.T) {
+	t.Parallel()
+	old, next := authtest.NewKey(t, "ES256", "old"), authtest.NewKey(t, "ES256", "next")
+	keys := authtest.NewKeyServer(t, old, next)
+	opt, j := withSigningKeys(t, keys)
+	a := newAPI(t, opt)
+	waitLoaded(t, j)
+
+	token := projectToken(t, keys, old, uuid.NewString(), "rotated@example.com")
+	for i := range 2 { // the second is remembered at the edge
+		if r := a.post(token, meQuery, nil); !r.ok() {
+			t.Fatalf("request %d with the old key: %s", i+1, r.Raw)
+		}
+	}
+	keys.SetKeys(next)
+	keys.WaitFor("the old key gone from the set", func() bool { return j.Stats().Keys == 1 })
+	expectUnauthenticated(t, "remembered token whose key was removed", a.post(token, meQuery, nil))
+	if r := a.post(projectToken(t, keys, next, uuid.NewString(), ""), meQuery, nil); !r.ok() {
+		t.Errorf("token of the key still in the set: %s", r.Raw)
+	}
+}
+
 // TestSigningKeysDownAtStart: while the key set has never loaded,
 // /health/ready says "no signing keys" and asymmetric tokens are refused,
 // /health stays 200; once the set loads, both recover.

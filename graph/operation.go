@@ -272,6 +272,8 @@ type handlerState struct {
 	// noWait is an already cancelled context: token verification at the
 	// edge never waits on it (edgePrincipal).
 	noWait context.Context
+	// tokens remembers whose the tokens verified at the edge are.
+	tokens edgeTokens
 	// present is the error presenter, for responses built here.
 	present graphql.ErrorPresenterFunc
 }
