@@ -209,13 +209,14 @@ func poolSnapshot(ctx context.Context, c *http.Client, baseURL string) (*dbpool.
 	return &s, nil
 }
 
-// startSampler polls sample every 50 ms into max until stopped.
+// startSampler polls sample every 50 ms into max until stopped. Stopping
+// does not cancel a sample in flight: pgx closes a connection whose query
+// is cancelled, and the next run samples over the same one.
 func startSampler(ctx context.Context, sample func(context.Context) (int, error), max *int) (stop func()) {
 	if sample == nil {
 		return func() {}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
+	stopping, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		tick := time.NewTicker(50 * time.Millisecond)
@@ -227,11 +228,13 @@ func startSampler(ctx context.Context, sample func(context.Context) (int, error)
 			select {
 			case <-ctx.Done():
 				return
+			case <-stopping:
+				return
 			case <-tick.C:
 			}
 		}
 	}()
-	return func() { cancel(); <-done }
+	return func() { close(stopping); <-done }
 }
 
 // BackendSampler counts the server connections whose application_name is
