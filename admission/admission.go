@@ -355,7 +355,7 @@ func (c *Controller) start(p *principal, now time.Time) *Ticket {
 // arrival (a client counts its whole round trip, not the wait alone), and
 // less a fiftieth of MaxWait for what happens outside the slot (reading
 // the request's headers before admission, the network): less the average
-// alone, one answer in 400 under a 10x overload took longer; less the
+// alone, one answer in 200 under a 10x overload took longer; less the
 // slowest alone, one in 1,500, by a millisecond or two. At least half of
 // MaxWait, so that a slow spell does not turn every wait into a refusal.
 // c.mu is held.
