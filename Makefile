@@ -30,7 +30,7 @@ test-short: postgres ## The inner loop (under a minute): vet and the tests witho
 	$(GO) test -short -count=1 -timeout 5m $(PKGS)
 
 .PHONY: bench
-bench: postgres ## Benchmarks, the load matrix (16/64/256 clients, chatql vs raw SQL), the fairness scenarios (one user flooding) and 2,000 subscribers, on a private PostgreSQL
+bench: postgres ## Benchmarks, the load matrix (16/64/256 clients; chatql with admission on and off, and the raw-SQL and plain-HTTP ceilings), the fairness scenarios (one user flooding, open-loop overload) and 2,000 subscribers, on a private PostgreSQL (about 7 minutes)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200x .
 	@mkdir -p bin
 	$(GO) build -o bin/chatql .
