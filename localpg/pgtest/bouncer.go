@@ -335,8 +335,26 @@ func (b *Bouncer) pingAdmin(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, "SHOW VERSION")
-	return err
+	// Another test's PgBouncer may hold the port we picked (ours then
+	// fails to bind it and exits), and it answers the same credentials:
+	// only ours logs to our log file.
+	rows, err := conn.Query(ctx, "SHOW CONFIG")
+	if err != nil {
+		return err
+	}
+	logfile := ""
+	for rows.Next() {
+		if values := rows.RawValues(); len(values) >= 2 && string(values[0]) == "logfile" {
+			logfile = string(values[1])
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if logfile != b.logFile {
+		return fmt.Errorf("another PgBouncer (logging to %q) answers on port %d", logfile, b.port)
+	}
+	return nil
 }
 
 // URL returns a postgres:// URL for database dbname through the bouncer, as

@@ -205,3 +205,32 @@ func TestStartBouncerFailureQuotesOutput(t *testing.T) {
 		t.Errorf("error does not quote PgBouncer:\n%v", err)
 	}
 }
+
+// TestStartBouncerOnAnotherBouncersPort: when another PgBouncer of the
+// same cluster (same credentials) already holds the port, the start fails
+// instead of taking that one's answers for its own.
+func TestStartBouncerOnAnotherBouncersPort(t *testing.T) {
+	skipInShort(t, "starts PgBouncer")
+	t.Parallel()
+	c := Cluster()
+	if c == nil {
+		t.Skip("TEST_DATABASE_URL is in use: no local cluster to put PgBouncer in front of")
+	}
+	other := NewBouncer(t, BouncerOptions{PoolMode: "session", MaxClientConn: 5, DefaultPoolSize: 1})
+	b, err := StartBouncer(t.Context(), BouncerOptions{
+		Dir:             bouncerDir(t),
+		Backend:         c,
+		PoolMode:        "session",
+		MaxClientConn:   1,
+		DefaultPoolSize: 1,
+		Port:            other.Port(),
+		Logger:          slog.New(slog.NewTextHandler(t.Output(), nil)),
+	})
+	if err == nil {
+		b.Stop()
+		t.Fatalf("StartBouncer on the port of another PgBouncer (%d) succeeded", other.Port())
+	}
+	if !strings.Contains(err.Error(), "cannot listen on") {
+		t.Errorf("error does not quote PgBouncer:\n%v", err)
+	}
+}
