@@ -48,8 +48,10 @@ type announcements struct {
 }
 
 // recentMessages bounds the messages announcements keeps, across
-// conversations; a run keeps at most announcedBatch. A subscriber further
-// behind loads what it needs again.
+// conversations and in one run: subscribers of a conversation that drift
+// apart in a burst (one delivering its first hundred while another is at
+// its third) still share the loads. A subscriber further behind loads
+// what it needs again.
 const recentMessages = 1024
 
 // announced is a loaded message with the participants of its conversation
@@ -136,7 +138,7 @@ func (a *announcements) remember(conv string, got []announced) {
 			}
 		}
 	}
-	run = run[max(0, len(run)-announcedBatch):]
+	run = run[max(0, len(run)-recentMessages):]
 	a.size += len(run) - len(old)
 	a.runs[conv] = run
 	a.order = append(slices.DeleteFunc(a.order, func(c string) bool { return c == conv }), conv)

@@ -25,9 +25,9 @@ func seqs(ans []announced) string {
 }
 
 // TestAnnouncementsRemember: loaded runs are joined when they continue
-// one another and replace one another otherwise, each keeps the newest
-// announcedBatch messages, all of them at most recentMessages, and a
-// subscriber finds what follows its place when it is there.
+// one another and replace one another otherwise, a subscriber finds at
+// most announcedBatch of what follows its place when it is there, and all
+// of them keep at most recentMessages.
 func TestAnnouncementsRemember(t *testing.T) {
 	a := newAnnouncements(nil)
 	check := func(conv string, after int64, want string) {
@@ -45,10 +45,14 @@ func TestAnnouncementsRemember(t *testing.T) {
 	a.remember("c", run("c", 8, 15)) // overlaps: continues from 11
 	check("c", 0, "1..15 (15)")
 	a.remember("c", run("c", 16, 16+announcedBatch))
-	check("c", 15, "")                  // trimmed to the newest announcedBatch
-	check("c", 16, "17..116 (100)")     // capped at a batch
-	a.remember("c", run("c", 200, 201)) // a gap: replaces
-	check("c", 199, "200..201 (2)")
+	check("c", 0, "1..100 (100)")   // capped at a batch
+	check("c", 15, "16..115 (100)") // the run goes on past a batch
+	check("c", 16, "17..116 (100)")
+	a.remember("c", run("c", 117, 116+recentMessages))
+	check("c", 0, "")                   // trimmed to the newest recentMessages
+	check("c", 116, "117..216 (100)")
+	a.remember("c", run("c", 2000, 2001)) // a gap: replaces
+	check("c", 1999, "2000..2001 (2)")
 	check("c", 116, "")
 
 	n := recentMessages/announcedBatch + 1
@@ -56,7 +60,7 @@ func TestAnnouncementsRemember(t *testing.T) {
 		conv := fmt.Sprintf("e%d", i)
 		a.remember(conv, run(conv, 1, announcedBatch))
 	}
-	check("c", 199, "") // the least recently loaded went first
+	check("c", 1999, "") // the least recently loaded went first
 	check(fmt.Sprintf("e%d", n-1), 0, "1..100 (100)")
 	if a.size > recentMessages {
 		t.Errorf("%d messages kept, more than %d", a.size, recentMessages)
