@@ -116,7 +116,7 @@ func TestRemovedKeyRefusedAtOnce(t *testing.T) {
 	waitLoaded(t, j)
 
 	token := projectToken(t, keys, old, uuid.NewString(), "rotated@example.com")
-	for i := range 2 { // the second is remembered at the edge
+	for i := range 2 { // the first is remembered at the edge, the second named from memory
 		if r := a.post(token, meQuery, nil); !r.ok() {
 			t.Fatalf("request %d with the old key: %s", i+1, r.Raw)
 		}

@@ -318,7 +318,7 @@ func (c *Controller) Acquire(ctx context.Context, key string) (*Ticket, error) {
 		// Admitted (or refused) meanwhile: take the outcome and give the
 		// slot straight back.
 		if err := <-w.ready; err == nil {
-			(&Ticket{c: c, p: p, started: c.clock.Now()}).Release()
+			(&Ticket{c: c, p: p, started: w.admitted}).Release()
 		}
 		return nil, context.Cause(ctx)
 	}

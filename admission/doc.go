@@ -38,7 +38,8 @@
 //     arrival.
 //   - An operation that waited its budget without being admitted is refused
 //     then (a timer, not a poll). The budget is MaxWait less the slowest of
-//     the last 64 service times, at least half of MaxWait: an operation
+//     the last 64 service times and a fiftieth of MaxWait, at least half
+//     of MaxWait: an operation
 //     admitted at the end of its wait still answers within MaxWait of its
 //     arrival, which is what its client sees.
 //   - A principal has at most SubscriptionsPerPrincipal subscriptions open

@@ -8,8 +8,13 @@ import (
 )
 
 // edgeTokensSize bounds the tokens edgeTokens remembers: a few thousand
-// signed-in clients, about a megabyte.
+// signed-in clients, a few megabytes (a Supabase token is about 1 KB).
 const edgeTokensSize = 4096
+
+// edgeTokenLifetime bounds how long a token is remembered, whatever its
+// expiry: a token whose key has left the key set stops naming its user's
+// principal within that time too.
+const edgeTokenLifetime = 5 * time.Minute
 
 // edgeTokens remembers whose the tokens that verified at the edge are, so
 // that the same token seen again names its user without its signature
@@ -52,5 +57,9 @@ func (c *edgeTokens) remember(raw string, id auth.Identity) {
 	if c.entries == nil || len(c.entries) >= edgeTokensSize {
 		c.entries = make(map[string]rememberedToken, edgeTokensSize/4)
 	}
-	c.entries[raw] = rememberedToken{userID: id.UserID, expires: id.ExpiresAt}
+	expires := time.Now().Add(edgeTokenLifetime)
+	if id.ExpiresAt.Before(expires) {
+		expires = id.ExpiresAt
+	}
+	c.entries[raw] = rememberedToken{userID: id.UserID, expires: expires}
 }

@@ -8,7 +8,8 @@ import (
 	"chatql/auth"
 )
 
-// TestEdgeTokens: a remembered token names its user until it expires; the
+// TestEdgeTokens: a remembered token names its user until it expires, or
+// for edgeTokenLifetime at most; the
 // memory never holds more than edgeTokensSize tokens.
 func TestEdgeTokens(t *testing.T) {
 	var c edgeTokens
@@ -22,6 +23,10 @@ func TestEdgeTokens(t *testing.T) {
 	}
 	if _, ok := c.lookup("a", now.Add(time.Minute)); ok {
 		t.Fatal("an expired token named its user")
+	}
+	c.remember("long", auth.Identity{UserID: "u2", ExpiresAt: time.Now().Add(time.Hour)})
+	if _, ok := c.lookup("long", time.Now().Add(edgeTokenLifetime+time.Second)); ok {
+		t.Fatal("a token was remembered past edgeTokenLifetime")
 	}
 	for i := range 3 * edgeTokensSize {
 		c.remember(fmt.Sprint("t", i), auth.Identity{UserID: "u", ExpiresAt: now.Add(time.Minute)})

@@ -42,17 +42,21 @@ type announcements struct {
 	mu   sync.Mutex
 	runs map[string][]announced // by conversation: its latest loaded messages, consecutive
 	// order lists runs' keys, the least recently loaded first; size counts
-	// the messages in runs, at most recentMessages but for the newest run.
+	// the messages in runs, at most recentMessages.
 	order []string
 	size  int
 }
 
 // recentMessages bounds the messages announcements keeps, across
-// conversations and in one run: subscribers of a conversation that drift
-// apart in a burst (one delivering its first hundred while another is at
-// its third) still share the loads. A subscriber further behind loads
-// what it needs again.
-const recentMessages = 1024
+// conversations; runMessages those of one run, so that one busy
+// conversation leaves room for at least three others. A run longer than
+// a load lets subscribers of a conversation that drift apart in a burst
+// (one delivering its first hundred while another is at its third) still
+// share the loads. A subscriber further behind loads what it needs again.
+const (
+	recentMessages = 2048
+	runMessages    = 512
+)
 
 // announced is a loaded message with the participants of its conversation
 // at the time it was loaded.
@@ -138,7 +142,7 @@ func (a *announcements) remember(conv string, got []announced) {
 			}
 		}
 	}
-	run = run[max(0, len(run)-recentMessages):]
+	run = run[max(0, len(run)-runMessages):]
 	a.size += len(run) - len(old)
 	a.runs[conv] = run
 	a.order = append(slices.DeleteFunc(a.order, func(c string) bool { return c == conv }), conv)

@@ -26,8 +26,8 @@ func seqs(ans []announced) string {
 
 // TestAnnouncementsRemember: loaded runs are joined when they continue
 // one another and replace one another otherwise, a subscriber finds at
-// most announcedBatch of what follows its place when it is there, and all
-// of them keep at most recentMessages.
+// most announcedBatch of what follows its place when it is there, a run
+// keeps at most runMessages and all of them at most recentMessages.
 func TestAnnouncementsRemember(t *testing.T) {
 	a := newAnnouncements(nil)
 	check := func(conv string, after int64, want string) {
@@ -48,8 +48,8 @@ func TestAnnouncementsRemember(t *testing.T) {
 	check("c", 0, "1..100 (100)")   // capped at a batch
 	check("c", 15, "16..115 (100)") // the run goes on past a batch
 	check("c", 16, "17..116 (100)")
-	a.remember("c", run("c", 117, 116+recentMessages))
-	check("c", 0, "")                   // trimmed to the newest recentMessages
+	a.remember("c", run("c", 117, 116+runMessages))
+	check("c", 0, "") // trimmed to the newest runMessages
 	check("c", 116, "117..216 (100)")
 	a.remember("c", run("c", 2000, 2001)) // a gap: replaces
 	check("c", 1999, "2000..2001 (2)")

@@ -52,7 +52,8 @@ type OpenLoopResult struct {
 	// Elapsed is the run's Duration: goodput counts the arrivals in it
 	// that were served, however late their answers came.
 	Elapsed time.Duration
-	Sent    int
+	// Sent counts the arrivals scheduled, Unsent among them.
+	Sent int
 	// Served holds the latencies of the requests answered with data,
 	// from the time each was due, sorted; Refused counts 429 and 503
 	// answers, Failed the rest.
@@ -193,7 +194,7 @@ type openLoopConn struct {
 // written and when the answer's header was read.
 func (c *openLoopConn) do(ctx context.Context, request []byte, deadline time.Time) (status int, ok bool, wrote, answered time.Time) {
 	if c.conn == nil {
-		var d net.Dialer
+		d := net.Dialer{Deadline: deadline}
 		conn, err := d.DialContext(ctx, "tcp", c.addr)
 		if err != nil {
 			return 0, false, time.Time{}, time.Time{}

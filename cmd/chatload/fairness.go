@@ -88,7 +88,7 @@ func fairness(ctx context.Context, o options, targets []target, clients []load.C
 		res.openLoop = r
 		all = append(all, res)
 		fmt.Fprintf(out, "%-8s open loop: sent %d, served %d, within %s %.1f/s (the goodput), refused %d, failed %d, not sent (every connection busy to the end) %d\n",
-			t.mode, r.Sent, len(r.Served), maxWait, r.Goodput(), r.Refused, r.Failed, r.Unsent)
+			t.mode, r.Sent-r.Unsent, len(r.Served), maxWait, r.Goodput(), r.Refused, r.Failed, r.Unsent)
 		fmt.Fprintf(out, "%-8s   served p50 %s ms, p99 %s ms, max %s ms, slower than %s: %d; at the server (written to answered) p99 %s ms, max %s ms, over %s: %d; CPU: server %.2f s, load generator %.2f s\n",
 			t.mode, fmtMs(load.PercentileOf(r.Served, 0.5)), fmtMs(load.PercentileOf(r.Served, 0.99)), fmtMs(load.PercentileOf(r.Served, 1)), maxWait, r.OverMaxWait,
 			fmtMs(load.PercentileOf(r.AtServer, 0.99)), fmtMs(load.PercentileOf(r.AtServer, 1)), maxWait, r.ServerOverMaxWait,

@@ -245,6 +245,9 @@ func measure(ctx context.Context, o options, targets []target, dbURL string, out
 		if peak == 0 {
 			peak = peaks[load.ModeChatQL]
 		}
+		if peak == 0 {
+			return errors.New("fairness: no request was served in the matrix, so there is no peak to measure against")
+		}
 		if err := fairness(ctx, o, targets, clients, peak, out); err != nil {
 			return fmt.Errorf("fairness: %w", err)
 		}
