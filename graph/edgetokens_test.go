@@ -9,8 +9,8 @@ import (
 )
 
 // TestEdgeTokens: a remembered token names its user until it expires, or
-// for edgeTokenLifetime at most; the
-// memory never holds more than edgeTokensSize tokens.
+// for edgeTokenLifetime at most; the memory never holds more than
+// edgeTokensSize tokens.
 func TestEdgeTokens(t *testing.T) {
 	var c edgeTokens
 	now := time.Now()
