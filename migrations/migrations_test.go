@@ -3,6 +3,7 @@ package migrations_test
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 
@@ -71,5 +72,14 @@ func TestSchema(t *testing.T) {
 		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_indexes WHERE indexname = $1", idx).Scan(&n); err != nil || n != 1 {
 			t.Errorf("index %s missing (%v)", idx, err)
 		}
+	}
+	// Unread counts are index-only scans: the index that orders messages
+	// by conversation and seq carries their authors.
+	var def string
+	if err := conn.QueryRow(ctx, "SELECT indexdef FROM pg_indexes WHERE indexname = 'messages_conversation_seq_key'").Scan(&def); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(def, "(conversation_id, seq) INCLUDE (author_id)") {
+		t.Errorf("messages_conversation_seq_key is %s, want it to include author_id", def)
 	}
 }
