@@ -74,6 +74,10 @@ type Conversation struct {
 	LastMessageAt *time.Time
 	// LastSeq is the Seq of its latest message (0: none yet).
 	LastSeq int64
+	// loadedFor is the user whose participation the statement that loaded
+	// the conversation checked; "" when it checked none. ConversationPages
+	// relies on it to skip checking again.
+	loadedFor string
 }
 
 // activity orders the inbox: the latest message, or the creation time of a

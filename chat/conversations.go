@@ -91,6 +91,7 @@ func inbox(ctx context.Context, db dbpool.DB, viewer string, first int, after st
 		page.Unread = make(map[string]int, len(rows))
 	}
 	for i, r := range rows {
+		r.conv.loadedFor = viewer
 		page.Conversations[i] = r.conv
 		if unread {
 			page.Unread[r.conv.ID] = r.unread
@@ -112,6 +113,7 @@ func ConversationsByID(ctx context.Context, db dbpool.DB, viewer string, ids []s
 	}
 	out := make(map[string]Conversation, len(convs))
 	for _, c := range convs {
+		c.loadedFor = viewer
 		out[c.ID] = c
 	}
 	return out, nil
@@ -330,5 +332,6 @@ func conversationForViewer(ctx context.Context, db dbpool.DB, viewer, id string)
 	if err != nil {
 		return Conversation{}, fmt.Errorf("load conversation: %w", err)
 	}
+	conv.loadedFor = viewer
 	return conv, nil
 }

@@ -431,3 +431,19 @@ func (w *world) allConversationIDs() []string {
 	}
 	return ids
 }
+
+// countingDB counts the statements run through it.
+type countingDB struct {
+	dbpool.DB
+	statements int
+}
+
+func (c *countingDB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	c.statements++
+	return c.DB.Exec(ctx, sql, args...)
+}
+
+func (c *countingDB) Rows(ctx context.Context, sql string, args []any, read func(pgx.Rows) error) error {
+	c.statements++
+	return c.DB.Rows(ctx, sql, args, read)
+}

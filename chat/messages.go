@@ -44,6 +44,111 @@ type MessagePage struct {
 // viewer does not take part in come back empty. Keys must have been checked
 // (PageSize, ValidateMessageCursor).
 func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageKey) (map[PageKey]MessagePage, error) {
+	return loadPages(ctx, db, keys, `
+		SELECT k.idx::int, `+messageColumns+`
+		FROM unnest($1::uuid[], $2::int[], $3::bigint[]) WITH ORDINALITY
+		     AS k(conv, lim, before_seq, idx)
+		JOIN conversation_participants v ON v.conversation_id = k.conv AND v.user_id = $4
+		CROSS JOIN LATERAL (
+			SELECT * FROM messages m
+			WHERE m.conversation_id = k.conv
+			  AND (k.before_seq IS NULL OR m.seq < k.before_seq)
+			ORDER BY m.seq DESC
+			LIMIT k.lim
+		) m
+		JOIN users u ON u.id = m.author_id
+		ORDER BY k.idx, m.seq DESC`, []any{viewer}, messageDest)
+}
+
+// ConversationPages is MessagePages for the conversations of convs, which
+// the caller loaded for viewer through a statement that checked the viewer
+// takes part in them (Inbox, InboxWithUnread, ConversationsByID): an inbox
+// asks for pages of the conversations it has just listed. Its statement
+// checks nothing again and joins no author: those are the two costliest
+// parts of MessagePages' statement, about half of the Postgres CPU of a
+// full Inbox. Authors are taken from known (the participants of convs,
+// typically, loaded just before) and those not there are loaded in one
+// more statement.
+//
+// A key of a conversation not in convs, or not loaded for viewer, makes
+// the whole call check as MessagePages does.
+func ConversationPages(ctx context.Context, db dbpool.DB, viewer string, convs []Conversation, keys []PageKey, known map[string]User) (map[PageKey]MessagePage, error) {
+	checked := make(map[string]bool, len(convs))
+	for _, c := range convs {
+		checked[c.ID] = c.loadedFor != "" && c.loadedFor == viewer
+	}
+	listed := true
+	for _, k := range keys {
+		listed = listed && checked[k.ConversationID]
+	}
+	join, args := "", []any(nil)
+	if !listed {
+		join, args = "JOIN conversation_participants v ON v.conversation_id = k.conv AND v.user_id = $4", []any{viewer}
+	}
+	pages, err := loadPages(ctx, db, keys, `
+		SELECT k.idx::int, m.id::text, m.seq, m.body, m.created_at, m.author_id::text
+		FROM unnest($1::uuid[], $2::int[], $3::bigint[]) WITH ORDINALITY
+		     AS k(conv, lim, before_seq, idx)
+		`+join+`
+		CROSS JOIN LATERAL (
+			SELECT * FROM messages m
+			WHERE m.conversation_id = k.conv
+			  AND (k.before_seq IS NULL OR m.seq < k.before_seq)
+			ORDER BY m.seq DESC
+			LIMIT k.lim
+		) m
+		ORDER BY k.idx, m.seq DESC`, args, func(m *Message) []any {
+		return []any{&m.ID, &m.Seq, &m.Body, &m.CreatedAt, &m.Author.ID}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := fillAuthors(ctx, db, pages, known); err != nil {
+		return nil, err
+	}
+	return pages, nil
+}
+
+// fillAuthors completes the authors of the messages of pages, which hold
+// only their IDs, from known, and from one statement for the others.
+func fillAuthors(ctx context.Context, db dbpool.DB, pages map[PageKey]MessagePage, known map[string]User) error {
+	var missing []string
+	seen := map[string]bool{}
+	for _, p := range pages {
+		for i := range p.Messages {
+			a := &p.Messages[i].Author
+			if u, ok := known[a.ID]; ok {
+				*a = u
+			} else if !seen[a.ID] {
+				seen[a.ID] = true
+				missing = append(missing, a.ID)
+			}
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	users, err := UsersByID(ctx, db, missing)
+	if err != nil {
+		return fmt.Errorf("load authors: %w", err)
+	}
+	for _, p := range pages {
+		for i := range p.Messages {
+			a := &p.Messages[i].Author
+			if u, ok := users[a.ID]; ok {
+				*a = u
+			}
+		}
+	}
+	return nil
+}
+
+// loadPages runs query, a statement of MessagePages' shape: its first
+// three arguments are the keys' conversations, row limits and cursors (in
+// that order; more may follow), and each row is the key's position (from
+// 1) and then a message, which dest says where to scan; the message's
+// conversation is the key's.
+func loadPages(ctx context.Context, db dbpool.DB, keys []PageKey, query string, more []any, dest func(*Message) []any) (map[PageKey]MessagePage, error) {
 	convs := make([]string, len(keys))
 	limits := make([]int32, len(keys))
 	before := make([]*int64, len(keys))
@@ -67,25 +172,11 @@ func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageK
 	for i, k := range keys {
 		pages[i].Messages = make([]Message, 0, min(k.First, 20))
 	}
-	err := db.Rows(ctx, `
-		SELECT k.idx::int, `+messageColumns+`
-		FROM unnest($1::uuid[], $2::int[], $3::bigint[]) WITH ORDINALITY
-		     AS k(conv, lim, before_seq, idx)
-		JOIN conversation_participants v ON v.conversation_id = k.conv AND v.user_id = $4
-		CROSS JOIN LATERAL (
-			SELECT * FROM messages m
-			WHERE m.conversation_id = k.conv
-			  AND (k.before_seq IS NULL OR m.seq < k.before_seq)
-			ORDER BY m.seq DESC
-			LIMIT k.lim
-		) m
-		JOIN users u ON u.id = m.author_id
-		ORDER BY k.idx, m.seq DESC`,
-		[]any{convs, limits, before, viewer},
+	err := db.Rows(ctx, query, append([]any{convs, limits, before}, more...),
 		func(rows pgx.Rows) error {
 			var idx int
 			var m Message
-			dest := append([]any{&idx}, messageDest(&m)...)
+			dest := append([]any{&idx}, dest(&m)...)
 			for rows.Next() {
 				if err := rows.Scan(dest...); err != nil {
 					return err
@@ -93,6 +184,7 @@ func MessagePages(ctx context.Context, db dbpool.DB, viewer string, keys []PageK
 				if idx < 1 || idx > len(keys) {
 					return fmt.Errorf("page %d of %d", idx, len(keys))
 				}
+				m.ConversationID = keys[idx-1].ConversationID
 				// Pages are built per position, so that a key given twice
 				// gets its page once rather than its rows twice.
 				p := &pages[idx-1]

@@ -265,3 +265,116 @@ func testAnnouncedMessages(t *testing.T, w *world) {
 		}
 	})
 }
+
+// testConversationPages: pages of conversations the viewer's own inbox
+// listed are those MessagePages gives, authors complete (a removed author
+// included), in one statement when the authors are known and one more for
+// those that are not. Conversations not loaded for the viewer are checked
+// as MessagePages checks them, whoever loaded them.
+func testConversationPages(t *testing.T, w *world) {
+	t.Parallel()
+	keysOf := func(convs ...string) []chat.PageKey {
+		keys := []chat.PageKey{}
+		for _, c := range convs {
+			keys = append(keys, chat.PageKey{ConversationID: c, First: chat.MaxPageSize})
+		}
+		return keys
+	}
+	all := []string{w.convs[team], w.convs[side], w.convs[missing]}
+	inboxOf := func(t *testing.T, actor string) []chat.Conversation {
+		t.Helper()
+		page, err := chat.Inbox(t.Context(), w.db, w.ids[actor], chat.MaxPageSize, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return page.Conversations
+	}
+	for _, actor := range actors {
+		t.Run(actor, func(t *testing.T) {
+			t.Parallel()
+			viewer := w.ids[actor]
+			own := inboxOf(t, actor)
+			// Conversations loaded for someone else prove nothing.
+			var others []chat.Conversation
+			for _, other := range []string{creator, participant, stranger} {
+				if other != actor {
+					others = append(others, inboxOf(t, other)...)
+				}
+			}
+			for _, tc := range []struct {
+				name  string
+				convs []chat.Conversation
+				keys  []chat.PageKey
+			}{
+				{"its inbox", own, keysOf(conversationIDs(own)...)},
+				{"every conversation", append(slices.Clip(own), others...), keysOf(all...)},
+				{"others' inboxes", others, keysOf(w.convs[team], w.convs[side])},
+			} {
+				want, err := chat.MessagePages(t.Context(), w.db, viewer, tc.keys)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := chat.ConversationPages(t.Context(), w.db, viewer, tc.convs, tc.keys, nil)
+				if err != nil {
+					t.Fatalf("%s: ConversationPages: %v", tc.name, err)
+				}
+				for _, k := range tc.keys {
+					g, wp := got[k], want[k]
+					if !slices.Equal(messageIDs(g.Messages), messageIDs(wp.Messages)) || g.HasNext != wp.HasNext {
+						t.Errorf("%s: %s: messages %v (HasNext %v), MessagePages gives %v (%v)", tc.name,
+							k.ConversationID, messageIDs(g.Messages), g.HasNext, messageIDs(wp.Messages), wp.HasNext)
+						continue
+					}
+					for j, m := range g.Messages {
+						if !sameUser(m.Author, wp.Messages[j].Author) || m.ConversationID != wp.Messages[j].ConversationID ||
+							m.Body != wp.Messages[j].Body || m.Seq != wp.Messages[j].Seq || !m.CreatedAt.Equal(wp.Messages[j].CreatedAt) {
+							t.Errorf("%s: %s: message %d is %+v, MessagePages gives %+v", tc.name, k.ConversationID, j, m, wp.Messages[j])
+						}
+					}
+				}
+			}
+		})
+	}
+
+	t.Run("statements", func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range []struct {
+			name       string
+			conv       string
+			statements int
+		}{
+			{"authors all participants", side, 1},
+			{"an author removed since", team, 2},
+		} {
+			inbox, err := chat.Inbox(t.Context(), w.db, w.bob.ID, chat.MaxPageSize, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			participants, err := chat.ParticipantsByConversation(t.Context(), w.db, w.bob.ID, []string{w.convs[tc.conv]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			known := map[string]chat.User{}
+			for _, u := range participants[w.convs[tc.conv]] {
+				known[u.ID] = u
+			}
+			db := &countingDB{DB: w.db}
+			key := keysOf(w.convs[tc.conv])[0]
+			pages, err := chat.ConversationPages(t.Context(), db, w.bob.ID, inbox.Conversations, []chat.PageKey{key}, known)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := messageIDs(pages[key].Messages); !slices.Equal(got, newestFirst(w.scenes[tc.conv].msgs)) {
+				t.Errorf("%s: messages %v", tc.name, got)
+			}
+			for _, m := range pages[key].Messages {
+				if m.Author.DisplayName == "" {
+					t.Errorf("%s: message %q has no author", tc.name, m.Body)
+				}
+			}
+			if db.statements != tc.statements {
+				t.Errorf("%s: %d statements, want %d", tc.name, db.statements, tc.statements)
+			}
+		}
+	})
+}

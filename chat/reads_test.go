@@ -14,6 +14,7 @@ func TestReads(t *testing.T) {
 	t.Run("ParticipantsByConversation", func(t *testing.T) { testParticipantsByConversation(t, w) })
 	t.Run("UnreadCounts", func(t *testing.T) { testUnreadCounts(t, w) })
 	t.Run("MessagePages", func(t *testing.T) { testMessagePages(t, w) })
+	t.Run("ConversationPages", func(t *testing.T) { testConversationPages(t, w) })
 	t.Run("LastMessages", func(t *testing.T) { testLastMessages(t, w) })
 	t.Run("AnnouncedMessages", func(t *testing.T) { testAnnouncedMessages(t, w) })
 	t.Run("UsersByID", func(t *testing.T) { testUsersByID(t, w) })

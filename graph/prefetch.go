@@ -99,7 +99,14 @@ func prefetchConversations(ctx context.Context, convs []chat.Conversation, unrea
 		}
 	}
 	if len(pageKeys) > 0 {
-		pages, err := chat.MessagePages(ctx, op.scope, viewer, pageKeys)
+		// The participants just loaded are most of the pages' authors.
+		known := map[string]chat.User{}
+		for _, users := range out.participants {
+			for _, u := range users {
+				known[u.ID] = u
+			}
+		}
+		pages, err := chat.ConversationPages(ctx, op.scope, viewer, convs, pageKeys, known)
 		if err != nil {
 			return nil, err
 		}
