@@ -353,14 +353,17 @@ func (c *Controller) start(p *principal, now time.Time) *Ticket {
 // less the slowest of the last service times, so that an operation
 // admitted at the end of its wait still answers within MaxWait of its
 // arrival (a client counts its whole round trip, not the wait alone), and
-// less a fiftieth of MaxWait for what happens outside the slot (reading
-// the request's headers before admission, the network): less the average
-// alone, one answer in 200 under a 10x overload took longer; less the
-// slowest alone, one in 1,500, by a millisecond or two. At least half of
-// MaxWait, so that a slow spell does not turn every wait into a refusal.
+// less a twentieth of MaxWait for what happens outside the slot (reading
+// the request's headers before admission, the network, a client's own
+// delay in sending on a busy machine): less the average alone, one answer
+// in 200 under a 10x overload took longer; less the slowest alone, one in
+// 1,500, by a millisecond or two; less a fiftieth as well, 2 in 6,400 by
+// up to 18 ms once the server held more waiting requests than it had when
+// the Inbox was slower. At least half of MaxWait, so that a slow spell
+// does not turn every wait into a refusal.
 // c.mu is held.
 func (c *Controller) waitBudget() time.Duration {
-	return max(c.cfg.MaxWait-max(c.service, c.slowest)-c.cfg.MaxWait/50, c.cfg.MaxWait/2)
+	return max(c.cfg.MaxWait-max(c.service, c.slowest)-c.cfg.MaxWait/20, c.cfg.MaxWait/2)
 }
 
 // predict is how long an operation at place pos of p's queue would wait,

@@ -360,12 +360,12 @@ func TestQueuedRefusedAtBound(t *testing.T) {
 	quiet := acquireAsync(ctx, c, "quiet")
 	obs.waitQueued(t, 1)
 	// The budget is 2.2 s less the slowest service time, 200 ms, and a
-	// fiftieth of 2.2 s, 44 ms: 1.956 s.
-	clk.advance(946 * time.Millisecond)
+	// twentieth of 2.2 s, 110 ms: 1.89 s.
+	clk.advance(870 * time.Millisecond)
 	expectPending(t, noisy, quiet)
 	clk.advance(20 * time.Millisecond)
 	refused := expectRefused(t, receive(t, noisy).err, admission.ReasonPrincipalBusy, admission.ErrPrincipalBusy)
-	if refused.Waited != 1966*time.Millisecond {
+	if refused.Waited != 1890*time.Millisecond {
 		t.Fatalf("waited %v, want the budget", refused.Waited)
 	}
 	expectPending(t, quiet)
@@ -379,7 +379,7 @@ func TestQueuedRefusedAtBound(t *testing.T) {
 // TestWaitBudgetCoversServiceSpread: when service times vary, the budget
 // leaves room for a slow one, not only for the average: operations that
 // take 100 and 300 ms in turn average 200 ms, so an operation waits at
-// most 2 s - 300 ms - 40 ms (a fiftieth of 2 s); the average alone would
+// most 2 s - 300 ms - 100 ms (a twentieth of 2 s); the average alone would
 // allow 1.8 s.
 func TestWaitBudgetCoversServiceSpread(t *testing.T) {
 	c, clk, obs := newController(admission.Config{PerPrincipal: 1, QueuePerPrincipal: 4, MaxConcurrent: 1, MaxWait: 2 * time.Second})
@@ -392,12 +392,12 @@ func TestWaitBudgetCoversServiceSpread(t *testing.T) {
 	defer tk.Release()
 	waiting := acquireAsync(context.Background(), c, "a")
 	obs.waitQueued(t, 1)
-	clk.advance(1650 * time.Millisecond)
+	clk.advance(1580 * time.Millisecond)
 	expectPending(t, waiting)
 	clk.advance(20 * time.Millisecond)
 	refused := expectRefused(t, receive(t, waiting).err, admission.ReasonPrincipalBusy, admission.ErrPrincipalBusy)
-	if refused.Waited != 1670*time.Millisecond {
-		t.Fatalf("waited %v, want about 1.66 s", refused.Waited)
+	if refused.Waited != 1600*time.Millisecond {
+		t.Fatalf("waited %v, want 1.6 s", refused.Waited)
 	}
 }
 

@@ -38,7 +38,7 @@
 //     arrival.
 //   - An operation that waited its budget without being admitted is refused
 //     then (a timer, not a poll). The budget is MaxWait less the slowest of
-//     the last 64 service times and a fiftieth of MaxWait, at least half
+//     the last 64 service times and a twentieth of MaxWait, at least half
 //     of MaxWait: an operation
 //     admitted at the end of its wait still answers within MaxWait of its
 //     arrival, which is what its client sees.
