@@ -396,10 +396,15 @@ func (a *testAPI) waitSubscribers(n int) {
 		func() string { return fmt.Sprintf("the hub has %d", a.hub.Subscribers()) })
 }
 
-// waitReleased waits until no connection is checked out.
+// waitReleased waits until no connection is checked out and every one is idle.
 func (a *testAPI) waitReleased() {
 	a.t.Helper()
-	waitFor(a.t, 5*time.Second, "every connection to come back", func() bool { return a.pool.Stats().CheckedOut == 0 },
+	// Idle too: the pool counts a connection given back before pgxpool
+	// has it idle again.
+	waitFor(a.t, 5*time.Second, "every connection to come back", func() bool {
+		s := a.pool.Stats()
+		return s.CheckedOut == 0 && s.CheckedIn == s.Total
+	},
 		func() string { return fmt.Sprintf("stats %+v", a.pool.Stats()) })
 }
 
