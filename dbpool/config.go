@@ -38,7 +38,8 @@ type Config struct {
 	// pooler switching server connections between transactions.
 	QueryExecMode pgx.QueryExecMode
 	// SlowAcquire: an acquire that waits longer is logged as a warning with
-	// the pool's counts; 0 turns the warning off.
+	// the pool's counts, at most once a second (the next warning counts
+	// those left out); 0 turns the warning off.
 	SlowAcquire time.Duration
 	// Reserved counts connections to the same endpoint that the process
 	// holds outside the pool (the realtime listener), within the same

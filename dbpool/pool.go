@@ -80,7 +80,18 @@ type Pool struct {
 
 	observer   Observer                         // nil: none
 	borrowSite func(ctx context.Context) string // nil: none
+
+	// The slow-acquire warning is logged at most once per slowLogEvery:
+	// under overload every waiter is slow, and thousands of identical
+	// lines a second would bury everything else in the log. The next
+	// warning says how many were left out.
+	slowLogEvery   time.Duration
+	slowLoggedAt   atomic.Int64 // unix nanoseconds of the last warning
+	slowSuppressed atomic.Int64
 }
+
+// slowLogEvery is how often at most the slow-acquire warning is logged.
+const slowLogEvery = time.Second
 
 // Option adjusts a pool before it is created.
 type Option func(*Pool, *pgxpool.Config)
@@ -146,6 +157,8 @@ func New(connString string, cfg Config, logger *slog.Logger, opts ...Option) (*P
 		logger: logger,
 		idle:   make(map[*pgx.Conn]struct{}),
 		fresh:  make(map[*pgx.Conn]struct{}),
+
+		slowLogEvery: slowLogEvery,
 	}
 
 	pc.MaxConns = int32(cfg.MaxConnections() - cfg.Reserved)
@@ -305,11 +318,7 @@ func (p *Pool) acquire(ctx context.Context) (*pgxpool.Conn, time.Duration, error
 		p.observer.AcquireWait(wait, err)
 	}
 	if p.cfg.SlowAcquire > 0 && wait > p.cfg.SlowAcquire {
-		// The counts HikariCP puts in its timeout message.
-		s := p.Stats()
-		p.logger.Warn("slow connection acquire", "waited", wait.Round(time.Millisecond), "err", err,
-			"total", s.Total, "active", s.CheckedOut, "idle", s.CheckedIn, "waiting", s.Waiting,
-			"max_connections", s.MaxConnections)
+		p.warnSlow(wait, err)
 	}
 	if err != nil {
 		return nil, wait, err
@@ -324,6 +333,23 @@ func (p *Pool) acquire(ctx context.Context) (*pgxpool.Conn, time.Duration, error
 		}
 	}
 	return conn, wait, nil
+}
+
+// warnSlow logs a slow acquire with the counts HikariCP puts in its
+// timeout message, unless another was logged less than slowLogEvery ago;
+// suppressed says how many slow acquires since the last line were not
+// logged.
+func (p *Pool) warnSlow(wait time.Duration, err error) {
+	now := time.Now().UnixNano()
+	last := p.slowLoggedAt.Load()
+	if now-last < int64(p.slowLogEvery) || !p.slowLoggedAt.CompareAndSwap(last, now) {
+		p.slowSuppressed.Add(1)
+		return
+	}
+	s := p.Stats()
+	p.logger.Warn("slow connection acquire", "waited", wait.Round(time.Millisecond), "err", err,
+		"total", s.Total, "active", s.CheckedOut, "idle", s.CheckedIn, "waiting", s.Waiting,
+		"max_connections", s.MaxConnections, "suppressed", p.slowSuppressed.Swap(0))
 }
 
 // clientCapBackoff is how long acquire waits before each new try after a

@@ -374,6 +374,43 @@ func TestSlowAcquireWarning(t *testing.T) {
 	}
 }
 
+// TestSlowAcquireWarningThrottled: when many acquires are slow at once,
+// as every waiter is under overload, one line is logged per interval and
+// the next one counts those left out.
+func TestSlowAcquireWarningThrottled(t *testing.T) {
+	t.Parallel()
+	cfg := config(1, 0, 1500*time.Millisecond)
+	cfg.SlowAcquire = time.Second
+	p, buf := newLoggedPool(t, cfg)
+	dbpool.SetSlowLogEvery(p.Pool, time.Hour)
+	hold(t, p.Pool)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = p.Ping(ctx) // times out after 1.5 s
+		}()
+	}
+	wg.Wait()
+	if n := strings.Count(buf.String(), "slow connection acquire"); n != 1 {
+		t.Fatalf("3 slow acquires within the interval logged %d lines, want 1:\n%s", n, buf.String())
+	}
+	if !strings.Contains(buf.String(), "suppressed=0") {
+		t.Errorf("the first warning should count nothing left out:\n%s", buf.String())
+	}
+	dbpool.SetSlowLogEvery(p.Pool, 0)
+	_ = p.Ping(ctx)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if n := strings.Count(buf.String(), "slow connection acquire"); n != 2 {
+		t.Fatalf("after the interval: %d lines, want 2:\n%s", n, buf.String())
+	}
+	if last := lines[len(lines)-1]; !strings.Contains(last, "suppressed=2") {
+		t.Errorf("the next warning should count the 2 left out: %s", last)
+	}
+}
+
 // TestStatementTimeout: a statement past DB_STATEMENT_TIMEOUT is stopped by
 // the server, and its connection goes back healthy.
 func TestStatementTimeout(t *testing.T) {
