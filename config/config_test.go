@@ -446,7 +446,7 @@ func TestAdmission(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := c.Admission; a.PerPrincipal != 6 || a.QueuePerPrincipal != 256 || a.MaxConcurrent != 0 || a.MaxWait != 2*time.Second || a.SubscriptionsPerPrincipal != 20 {
+	if a := c.Admission; a.PerPrincipal != 4 || a.QueuePerPrincipal != 256 || a.MaxConcurrent != 0 || a.MaxWait != 2*time.Second || a.SubscriptionsPerPrincipal != 20 {
 		t.Errorf("admission defaults: %+v", a)
 	}
 	c, err = Load(env(map[string]string{"ADMISSION_PER_USER": "0", "ADMISSION_MAX_CONCURRENT": "12", "ADMISSION_MAX_WAIT": "500ms", "SUBSCRIPTIONS_PER_USER": "0"}))
