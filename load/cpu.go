@@ -53,18 +53,40 @@ func ProcessCPU(pid int) (time.Duration, error) {
 
 // TreeCPU is the CPU time used so far by pid and its children, live or
 // exited: for the postmaster, every backend and background process of the
-// cluster. A backend that exits between two readings moves from the live
-// sum to the exited one, so differences stay right.
+// cluster. A child that exits moves from the live sum to pid's exited one;
+// one reaped while the children are being read would be in neither (a
+// pool closed at the end of a run took a backend's seconds of CPU with it,
+// and a run's PostgreSQL CPU came out at a third of its neighbours'), so
+// the reading is taken again until pid's exited sum is the same after the
+// children as before them.
 func TreeCPU(pid int) (time.Duration, error) {
-	_, own, exited, err := procStatChildren(pid)
-	if err != nil {
-		return 0, err
+	for range 10 {
+		_, _, exited, err := procStatChildren(pid)
+		if err != nil {
+			return 0, err
+		}
+		live, err := childrenCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		_, ownAfter, exitedAfter, err := procStatChildren(pid)
+		if err != nil {
+			return 0, err
+		}
+		if exitedAfter == exited {
+			return ownAfter + exitedAfter + live, nil
+		}
 	}
-	total := own + exited
+	return 0, fmt.Errorf("process %d: children kept exiting while read", pid)
+}
+
+// childrenCPU sums the CPU time of pid's live children.
+func childrenCPU(pid int) (time.Duration, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, err
 	}
+	var total time.Duration
 	for _, e := range entries {
 		child, err := strconv.Atoi(e.Name())
 		if err != nil {

@@ -2,7 +2,9 @@ package load
 
 import (
 	"os"
+	"os/exec"
 	"testing"
+	"time"
 )
 
 // TestTreeCPU: the CPU clocks read something for this process, and a
@@ -23,5 +25,33 @@ func TestTreeCPU(t *testing.T) {
 	tree, err := TreeCPU(os.Getpid())
 	if err != nil || tree < own {
 		t.Fatalf("TreeCPU %v < own %v (%v)", tree, own, err)
+	}
+}
+
+// TestTreeCPUKeepsExitedChildren: a child's CPU time stays in its
+// parent's tree after it has exited and been waited for.
+func TestTreeCPUKeepsExitedChildren(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	before, err := TreeCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command("sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done")
+	if err := child.Run(); err != nil {
+		t.Fatal(err)
+	}
+	used := child.ProcessState.UserTime() + child.ProcessState.SystemTime()
+	if used < 50*time.Millisecond {
+		t.Skipf("the child used only %v: too little to tell", used)
+	}
+	after, err := TreeCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The clock ticks are 10 ms: allow one either side.
+	if after-before < used-10*time.Millisecond {
+		t.Fatalf("tree grew by %v, the exited child alone used %v", after-before, used)
 	}
 }
