@@ -8,10 +8,8 @@ package graph
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -125,20 +123,27 @@ func holdRefusal(ctx context.Context, d time.Duration) bool {
 
 // writeRefusal answers a refused request: 429 RATE_LIMITED or 503
 // OVERLOADED, Retry-After, and the error in GraphQL's shape, written
-// without reading the body.
+// without reading the body. The body is appended by hand, in the bytes
+// json.Marshal gives the same error: at ten times the peak the server
+// refuses thousands of requests a second, and marshalling a map for each
+// was half of what the refusal cost in the handler.
 func writeRefusal(w http.ResponseWriter, r *http.Request, refused *admission.RefusedError) {
 	code, message := classify(refused)
 	retryAfter := web.RetryAfterSeconds(refused.RetryAfter)
-	seconds, _ := strconv.Atoi(retryAfter)
-	body, _ := json.Marshal(map[string]any{"errors": []map[string]any{{
-		"message":    message,
-		"extensions": map[string]any{"code": code, "retryAfter": seconds},
-	}}})
+	body := make([]byte, 0, 96+len(message))
+	body = append(body, `{"errors":[{"extensions":{"code":`...)
+	body = appendQuoted(body, code)
+	body = append(body, `,"retryAfter":`...)
+	body = append(body, retryAfter...)
+	body = append(body, `},"message":`...)
+	body = appendQuoted(body, message)
+	body = append(body, `}]}`...)
 	// The type the client negotiated, as for every other error: a
 	// subscription's client (text/event-stream) gets JSON too.
-	w.Header().Set("Content-Type", web.Negotiate(r.Header.Get("Accept")).JSON)
-	w.Header().Set("Retry-After", retryAfter)
-	w.Header().Set("Cache-Control", "no-store")
+	h := w.Header()
+	h.Set("Content-Type", web.Negotiate(r.Header.Get("Accept")).JSON)
+	h.Set("Retry-After", retryAfter)
+	h.Set("Cache-Control", "no-store")
 	status := http.StatusTooManyRequests
 	if code == CodeOverloaded {
 		status = http.StatusServiceUnavailable
