@@ -36,6 +36,12 @@ bench: postgres ## Benchmarks, the load matrix (16/64/256 clients; chatql with a
 	$(GO) build -o bin/chatql .
 	$(GO) run ./cmd/chatload bench -chatql bin/chatql -c 16,64,256 -d 20s
 
+.PHONY: bench-peers
+bench-peers: postgres postgraphile ## chatql beside PostGraphile 4 (npm) on the same private PostgreSQL and data set, the Inbox at 16/64/256 clients (about 3 minutes)
+	@mkdir -p bin
+	$(GO) build -o bin/chatql .
+	$(GO) run ./cmd/chatload peers -chatql bin/chatql -c 16,64,256 -d 20s
+
 # FUZZTIME is how long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 30s
 
@@ -96,6 +102,17 @@ clients:
 	$(call install,nodejs npm,Node.js and npm)
 	@if [ ! -f clients/node_modules/.package-lock.json ] || [ clients/package-lock.json -nt clients/node_modules/.package-lock.json ]; then \
 		echo "npm ci in clients/"; cd clients && npm ci --no-audit --no-fund --loglevel=error; \
+	fi
+
+# postgraphile makes sure Node.js and npm are present and
+# load/postgraphile/node_modules matches its package-lock.json, for
+# `make bench-peers`.
+.PHONY: postgraphile
+postgraphile:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then exit 0; fi; \
+	$(call install,nodejs npm,Node.js and npm)
+	@if [ ! -f load/postgraphile/node_modules/.package-lock.json ] || [ load/postgraphile/package-lock.json -nt load/postgraphile/node_modules/.package-lock.json ]; then \
+		echo "npm ci in load/postgraphile/"; cd load/postgraphile && npm ci --no-audit --no-fund --loglevel=error; \
 	fi
 
 .PHONY: pgbouncer

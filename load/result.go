@@ -114,13 +114,19 @@ func PrintTable(w io.Writer, results []Result) {
 		}
 	}
 	for _, r := range results {
+		if r.Mode == ModePostGraphile {
+			fmt.Fprintln(w, "(graphile: PostGraphile 4 on the same database and pool size, one SQL statement per query; srv ms is its Node process)")
+			break
+		}
+	}
+	for _, r := range results {
 		if r.Mode != ModeChatQL && r.Mode != ModeNoAdmission {
 			ceilings[fmt.Sprint(r.Mode, r.Concurrency)] = r
 		}
 	}
 	var p99At []Result
 	for _, r := range results {
-		for _, mode := range []string{ModeCeiling, ModeRaw, ModeHTTP} {
+		for _, mode := range []string{ModeCeiling, ModeRaw, ModeHTTP, ModePostGraphile} {
 			if c, ok := ceilings[fmt.Sprint(mode, r.Concurrency)]; ok && r.Mode == ModeChatQL && c.Throughput() > 0 {
 				fmt.Fprintf(w, "chatql / %s at concurrency %d: %.2f\n", mode, r.Concurrency, r.Throughput()/c.Throughput())
 			}

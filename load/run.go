@@ -29,6 +29,9 @@ const (
 	// ModeNoAdmission is chatql with admission off (ADMISSION_PER_USER=0),
 	// the baseline of the fairness figures.
 	ModeNoAdmission = "adm-off"
+	// ModePostGraphile is PostGraphile 4 on the same data (make
+	// bench-peers).
+	ModePostGraphile = "graphile"
 )
 
 // Client is one simulated user: a token and a conversation to write to.
@@ -86,6 +89,10 @@ type HTTPRun struct {
 	Duration    time.Duration
 	WriteRatio  float64
 	Query       string
+	// Path is the GraphQL endpoint's path (default /query).
+	Path string
+	// Variables, when set, gives each client's variables for Query.
+	Variables func(Client) map[string]any
 	// Sample, when set, is polled every 50 ms for the measured
 	// application's server connections.
 	Sample func(ctx context.Context) (int, error)
@@ -108,7 +115,10 @@ func (h HTTPRun) Run(ctx context.Context) (Result, error) {
 	}
 	res := Result{Mode: mode, Concurrency: h.Concurrency, Errors: map[string]int{}}
 	res.PoolBefore, _ = poolSnapshot(ctx, httpClient, h.BaseURL)
-	inbox, _ := json.Marshal(map[string]any{"query": h.Query})
+	path := h.Path
+	if path == "" {
+		path = "/query"
+	}
 
 	var mu sync.Mutex
 	record := func(lat []time.Duration, errs map[string]int) {
@@ -129,6 +139,11 @@ func (h HTTPRun) Run(ctx context.Context) (Result, error) {
 		go func() {
 			defer wg.Done()
 			c := h.Clients[i]
+			request := map[string]any{"query": h.Query}
+			if h.Variables != nil {
+				request["variables"] = h.Variables(c)
+			}
+			inbox, _ := json.Marshal(request)
 			rng := rand.New(rand.NewPCG(uint64(i), 7))
 			var lat []time.Duration
 			errs := map[string]int{}
@@ -140,7 +155,7 @@ func (h HTTPRun) Run(ctx context.Context) (Result, error) {
 					}})
 				}
 				t0 := time.Now()
-				kind := post(ctx, httpClient, h.BaseURL+"/query", c.Token, body)
+				kind := post(ctx, httpClient, h.BaseURL+path, c.Token, body)
 				lat = append(lat, time.Since(t0))
 				if kind != "" {
 					errs[kind]++

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,10 +34,7 @@ func bench(ctx context.Context, args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if _, err := os.Stat(*binary); err != nil {
-		return fmt.Errorf("chatql binary: %w (build it: go build -o bin/chatql .)", err)
-	}
-	bin, err := filepath.Abs(*binary)
+	bin, err := binaryPath(*binary)
 	if err != nil {
 		return err
 	}
@@ -50,35 +45,13 @@ func bench(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(root)
-	// The cluster runs as an unprivileged user when we are root.
-	if err := os.Chmod(root, 0o755); err != nil {
-		return err
-	}
-	cluster, err := localpg.Open(ctx, localpg.Options{
-		Dir: filepath.Join(root, "postgres"), Logger: logger,
-		Settings: map[string]string{"max_connections": "100", "shared_buffers": "256MB"},
-	})
+	dbURL, stopDB, err := privateDatabase(ctx, root, logger, out)
 	if err != nil {
 		return err
 	}
-	if err := cluster.Start(ctx); err != nil {
-		return err
-	}
-	defer cluster.Stop(context.Background())
-	if err := cluster.EnsureDatabase(ctx, "chatql"); err != nil {
-		return err
-	}
-	dbURL := cluster.URL("chatql")
-	if err := seedDatabase(ctx, dbURL, out); err != nil {
-		return err
-	}
-	if err := checkpoint(ctx, dbURL); err != nil {
-		return err
-	}
+	defer stopDB()
 
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
-	o.jwtSecret = hex.EncodeToString(secret)
+	o.jwtSecret = newSecret()
 	env := []string{
 		"DATABASE_URL=" + dbURL, "JWT_SECRET=" + o.jwtSecret,
 		fmt.Sprintf("DB_POOL_SIZE=%d", *poolSize), fmt.Sprintf("DB_MAX_OVERFLOW=%d", *overflow),
@@ -102,6 +75,41 @@ func bench(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "chatql (%s) with DB_POOL_SIZE=%d DB_MAX_OVERFLOW=%d on a private PostgreSQL, admission on (the defaults) and off (ADMISSION_PER_USER=0); %s per run\n\n", *binary, *poolSize, *overflow, o.duration)
 	on.mode, off.mode = load.ModeChatQL, load.ModeNoAdmission
 	return measure(ctx, o, []target{on, off}, dbURL, out)
+}
+
+// privateDatabase starts a throwaway PostgreSQL cluster under root (as
+// an unprivileged user when we are root), seeds it with the load data set
+// and checkpoints it; stop stops it.
+func privateDatabase(ctx context.Context, root string, logger *slog.Logger, out io.Writer) (dbURL string, stop func(), err error) {
+	// The cluster runs as an unprivileged user when we are root.
+	if err := os.Chmod(root, 0o755); err != nil {
+		return "", nil, err
+	}
+	cluster, err := localpg.Open(ctx, localpg.Options{
+		Dir: filepath.Join(root, "postgres"), Logger: logger,
+		Settings: map[string]string{"max_connections": "100", "shared_buffers": "256MB"},
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cluster.Start(ctx); err != nil {
+		return "", nil, err
+	}
+	stop = func() { _ = cluster.Stop(context.Background()) }
+	if err := cluster.EnsureDatabase(ctx, "chatql"); err != nil {
+		stop()
+		return "", nil, err
+	}
+	dbURL = cluster.URL("chatql")
+	if err := seedDatabase(ctx, dbURL, out); err != nil {
+		stop()
+		return "", nil, err
+	}
+	if err := checkpoint(ctx, dbURL); err != nil {
+		stop()
+		return "", nil, err
+	}
+	return dbURL, stop, nil
 }
 
 // checkpoint writes out what seeding left dirty in shared buffers, so

@@ -5,6 +5,9 @@
 //	                          Supabase settings, seed them, and run the whole
 //	                          matrix: chatql and the ceilings at each
 //	                          concurrency (what `make bench` runs)
+//	chatload peers [flags]    the same private PostgreSQL and data set with
+//	                          chatql and PostGraphile 4 side by side (what
+//	                          `make bench-peers` runs)
 //	chatload ceiling-server   the HTTP ceiling's server (started by the above)
 //
 // It prints one table: requests/s, latency percentiles, errors by HTTP status
@@ -17,6 +20,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +29,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,6 +51,8 @@ func main() {
 	var err error
 	if len(args) > 0 && args[0] == "bench" {
 		err = bench(ctx, args[1:], os.Stdout)
+	} else if len(args) > 0 && args[0] == "peers" {
+		err = peers(ctx, args[1:], os.Stdout)
 	} else if len(args) > 0 && args[0] == "ceiling-server" {
 		err = ceilingServer(ctx)
 	} else {
@@ -150,23 +158,12 @@ func seedDatabase(ctx context.Context, dbURL string, out io.Writer) error {
 // measure runs the matrix against the targets, the first being the one
 // under test, and prints the table.
 func measure(ctx context.Context, o options, targets []target, dbURL string, out io.Writer) error {
-	tokens, err := auth.NewTokens([]byte(o.jwtSecret), time.Hour)
-	if err != nil {
-		return err
-	}
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.Background())
-	maxC := 0
-	for _, c := range o.concurrency {
-		maxC = max(maxC, c)
-	}
-	clients, err := load.ClientsWithInbox(ctx, conn, maxC, load.FullInbox, func(id string) (string, error) {
-		t, _, err := tokens.Issue(id)
-		return t, err
-	})
+	clients, maxC, err := o.signedInClients(ctx, conn)
 	if err != nil {
 		return err
 	}
@@ -266,6 +263,45 @@ func measure(ctx context.Context, o options, targets []target, dbURL string, out
 		load.PrintSubscribe(out, r)
 	}
 	return nil
+}
+
+// signedInClients picks as many load users with a full Inbox as the
+// highest concurrency needs, each signed in with o.jwtSecret, and returns
+// them with that concurrency.
+func (o options) signedInClients(ctx context.Context, conn *pgx.Conn) ([]load.Client, int, error) {
+	tokens, err := auth.NewTokens([]byte(o.jwtSecret), time.Hour)
+	if err != nil {
+		return nil, 0, err
+	}
+	maxC := 0
+	for _, c := range o.concurrency {
+		maxC = max(maxC, c)
+	}
+	clients, err := load.ClientsWithInbox(ctx, conn, maxC, load.FullInbox, func(id string) (string, error) {
+		t, _, err := tokens.Issue(id)
+		return t, err
+	})
+	return clients, maxC, err
+}
+
+// binaryPath is the absolute path of the chatql binary to measure, which
+// must exist.
+func binaryPath(path string) (string, error) {
+	bin, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("chatql binary: %w (build it: go build -o bin/chatql .)", err)
+	}
+	return bin, nil
+}
+
+// newSecret is a random JWT_SECRET for the servers a bench starts.
+func newSecret() string {
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	return hex.EncodeToString(secret)
 }
 
 func fmtMs(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
