@@ -14,9 +14,9 @@ import (
 // connections of the Supabase block chatql is sized for, so that one
 // principal's flood leaves a connection free for the next principal's
 // operation: with 6, a quiet user's Inbox waited behind the flood in the
-// pool's queue (p50 2.5x its unloaded latency, p99 up to 10.8x); with 4,
-// 1.5-1.7x and 2.8-7.7x, and the server still served 1.15x its peak
-// through that one user.
+// pool's queue (over 11 runs, p50 2.3-2.9x its unloaded latency, p99 up
+// to 10.9x); with 4, 1.4-1.7x and 2.8-7.7x over 4, and one user's flood
+// still drew 0.96-1.18x the peak.
 const (
 	DefaultPerPrincipal              = 4
 	DefaultQueuePerPrincipal         = 256
