@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -146,7 +145,8 @@ func startServer(ctx context.Context, bin, app string, env []string) (target, er
 		_ = server.Process.Signal(syscall.SIGTERM)
 		_ = server.Wait()
 	}}
-	if err := waitReady(ctx, t.baseURL, 30*time.Second); err != nil {
+	ready := func() (*http.Response, error) { return http.Get(t.baseURL + "/health/ready") }
+	if err := waitReady(ctx, "chatql", ready, 30*time.Second); err != nil {
 		t.stop()
 		return target{}, err
 	}
@@ -162,10 +162,12 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func waitReady(ctx context.Context, baseURL string, timeout time.Duration) error {
+// waitReady polls probe until it answers 200, for at most timeout; name
+// says what did not become ready.
+func waitReady(ctx context.Context, name string, probe func() (*http.Response, error), timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(baseURL + "/health/ready")
+		resp, err := probe()
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -178,5 +180,5 @@ func waitReady(ctx context.Context, baseURL string, timeout time.Duration) error
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return errors.New("chatql did not become ready")
+	return fmt.Errorf("%s did not become ready within %s", name, timeout)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -154,7 +154,7 @@ func startPostGraphile(ctx context.Context, cli, dbURL, app string, poolMax int)
 		return target{}, err
 	}
 	connString := dbURL + "&application_name=" + app
-	if !bytes.ContainsRune([]byte(dbURL), '?') {
+	if !strings.Contains(dbURL, "?") {
 		connString = dbURL + "?application_name=" + app
 	}
 	cmd := exec.CommandContext(ctx, cli, "--connection", connString, "--schema", "public",
@@ -170,26 +170,14 @@ func startPostGraphile(ctx context.Context, cli, dbURL, app string, poolMax int)
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	}}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Post(t.baseURL+"/graphql", "application/json", bytes.NewReader([]byte(`{"query":"{__typename}"}`)))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return t, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			t.stop()
-			return target{}, errors.New("PostGraphile did not answer within 60 s")
-		}
-		select {
-		case <-ctx.Done():
-			t.stop()
-			return target{}, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
+	ready := func() (*http.Response, error) {
+		return http.Post(t.baseURL+"/graphql", "application/json", strings.NewReader(`{"query":"{__typename}"}`))
 	}
+	if err := waitReady(ctx, "PostGraphile", ready, 60*time.Second); err != nil {
+		t.stop()
+		return target{}, err
+	}
+	return t, nil
 }
 
 // inboxShape sends one Inbox and describes what came back: its size and
