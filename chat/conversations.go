@@ -12,7 +12,7 @@ import (
 	"chatql/dbpool"
 )
 
-const conversationColumns = "c.id::text, c.title, c.created_at, c.last_message_at, c.last_seq"
+const conversationColumns = "c.id, c.title, c.created_at, c.last_message_at, c.last_seq"
 
 // conversationDest is where conversationColumns scan to, in their order.
 func conversationDest(c *Conversation) []any {
@@ -127,7 +127,7 @@ func ParticipantsByConversation(ctx context.Context, db dbpool.DB, viewer string
 		user User
 	}
 	rows, err := dbpool.Collect(ctx, db, `
-		SELECT p.conversation_id::text, `+userColumns+`
+		SELECT p.conversation_id, `+userColumns+`
 		FROM conversation_participants v
 		JOIN conversation_participants p ON p.conversation_id = v.conversation_id
 		JOIN users u ON u.id = p.user_id
@@ -157,7 +157,7 @@ func UnreadCounts(ctx context.Context, db dbpool.DB, viewer string, ids []string
 		count int
 	}
 	rows, err := dbpool.Collect(ctx, db, `
-		SELECT p.conversation_id::text,
+		SELECT p.conversation_id,
 		       (SELECT count(*) FROM messages m
 		        WHERE m.conversation_id = p.conversation_id
 		          AND m.author_id <> p.user_id

@@ -239,11 +239,10 @@ func (h *handlerState) loadViewer(ctx context.Context, op *operation) (chat.User
 	if id.Anonymous && !h.opts.AllowAnonymous {
 		return chat.User{}, errAnonymousRefused
 	}
-	users, err := chat.UsersByID(ctx, op.scope, []string{id.UserID})
+	u, ok, err := chat.UserByID(ctx, op.scope, id.UserID)
 	if err != nil {
 		return chat.User{}, err
 	}
-	u, ok := users[id.UserID]
 	switch {
 	case ok:
 	case id.Supabase && h.opts.AutoProvision:
