@@ -37,14 +37,7 @@ func bench(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-
-	root, err := os.MkdirTemp("", "chatload-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(root)
-	dbURL, stopDB, err := privateDatabase(ctx, root, logger, out)
+	dbURL, stopDB, err := privateDatabase(ctx, "chatload-bench-", out)
 	if err != nil {
 		return err
 	}
@@ -76,25 +69,37 @@ func bench(ctx context.Context, args []string, out io.Writer) error {
 	return measure(ctx, o, []target{on, off}, dbURL, out)
 }
 
-// privateDatabase starts a throwaway PostgreSQL cluster under root (as
-// an unprivileged user when we are root), seeds it with the load data set
-// and checkpoints it; stop stops it.
-func privateDatabase(ctx context.Context, root string, logger *slog.Logger, out io.Writer) (dbURL string, stop func(), err error) {
-	// The cluster runs as an unprivileged user when we are root.
-	if err := os.Chmod(root, 0o755); err != nil {
-		return "", nil, err
-	}
-	cluster, err := localpg.Open(ctx, localpg.Options{
-		Dir: filepath.Join(root, "postgres"), Logger: logger,
-		Settings: map[string]string{"max_connections": "100", "shared_buffers": "256MB"},
-	})
+// privateDatabase starts a throwaway PostgreSQL cluster in a new
+// temporary directory named after prefix (as an unprivileged user when we
+// are root), seeds it with the load data set and checkpoints it; stop
+// stops it and removes the directory.
+func privateDatabase(ctx context.Context, prefix string, out io.Writer) (dbURL string, stop func(), err error) {
+	root, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		return "", nil, err
 	}
-	if err := cluster.Start(ctx); err != nil {
+	stop = func() { _ = os.RemoveAll(root) }
+	// The cluster runs as an unprivileged user when we are root.
+	if err := os.Chmod(root, 0o755); err != nil {
+		stop()
 		return "", nil, err
 	}
-	stop = func() { _ = cluster.Stop(context.Background()) }
+	cluster, err := localpg.Open(ctx, localpg.Options{
+		Dir: filepath.Join(root, "postgres"), Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Settings: map[string]string{"max_connections": "100", "shared_buffers": "256MB"},
+	})
+	if err != nil {
+		stop()
+		return "", nil, err
+	}
+	if err := cluster.Start(ctx); err != nil {
+		stop()
+		return "", nil, err
+	}
+	stop = func() {
+		_ = cluster.Stop(context.Background())
+		_ = os.RemoveAll(root)
+	}
 	if err := cluster.EnsureDatabase(ctx, "chatql"); err != nil {
 		stop()
 		return "", nil, err

@@ -8,6 +8,10 @@
 //	chatload peers [flags]    the same private PostgreSQL and data set with
 //	                          chatql and PostGraphile 4 side by side (what
 //	                          `make bench-peers` runs)
+//	chatload statements [flags]
+//	                          the same private PostgreSQL and data set, and
+//	                          PostgreSQL's CPU per call of each of the
+//	                          Inbox's statements, one connection, no load
 //	chatload ceiling-server   the HTTP ceiling's server (started by the above)
 //
 // It prints one table: requests/s, latency percentiles, errors by HTTP status
@@ -53,6 +57,8 @@ func main() {
 		err = bench(ctx, args[1:], os.Stdout)
 	} else if len(args) > 0 && args[0] == "peers" {
 		err = peers(ctx, args[1:], os.Stdout)
+	} else if len(args) > 0 && args[0] == "statements" {
+		err = statements(ctx, args[1:], os.Stdout)
 	} else if len(args) > 0 && args[0] == "ceiling-server" {
 		err = ceilingServer(ctx)
 	} else {

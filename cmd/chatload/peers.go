@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -49,14 +48,7 @@ func peers(ctx context.Context, args []string, out io.Writer) error {
 	if _, err := os.Stat(graphile); err != nil {
 		return fmt.Errorf("PostGraphile: %w (install it: cd load/postgraphile && npm ci)", err)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-
-	root, err := os.MkdirTemp("", "chatload-peers-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(root)
-	dbURL, stopDB, err := privateDatabase(ctx, root, logger, out)
+	dbURL, stopDB, err := privateDatabase(ctx, "chatload-peers-", out)
 	if err != nil {
 		return err
 	}
