@@ -198,7 +198,7 @@ func loadPages(ctx context.Context, db dbpool.DB, keys []PageKey, query string, 
 		return nil, fmt.Errorf("load messages: %w", err)
 	}
 	// The statements leave rows in the order PostgreSQL finds them rather
-	// than sort them (a sort of every row was an eighth of the statement's
+	// than sort them (a sort of every row was a tenth of the statement's
 	// CPU): each page is put newest first here, almost always already, and
 	// its row past First only says there is a next page.
 	for i, k := range keys {

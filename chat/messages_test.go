@@ -2,14 +2,17 @@ package chat_test
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"chatql/chat"
+	"chatql/dbpool"
 )
 
 // testMessagePages: participants page through a conversation's messages,
@@ -377,4 +380,70 @@ func testConversationPages(t *testing.T, w *world) {
 			}
 		}
 	})
+}
+
+// testPagesInAnyRowOrder: pages come out the same whatever order the
+// statement returns its rows in (the statements do not sort; loadPages
+// does): here the pages' rows arrive last key first, oldest message first.
+func testPagesInAnyRowOrder(t *testing.T, w *world) {
+	t.Parallel()
+	teamID, sideID := w.convs[team], w.convs[side]
+	newest := w.scenes[team].msgs[len(w.scenes[team].msgs)-1]
+	keys := []chat.PageKey{
+		{ConversationID: teamID, First: 1},
+		{ConversationID: teamID, First: 2},
+		{ConversationID: teamID, First: chat.MaxPageSize},
+		{ConversationID: teamID, First: 2, After: newest.Cursor()},
+		{ConversationID: sideID, First: 1},
+	}
+	inbox, err := chat.Inbox(t.Context(), w.db, w.bob.ID, chat.MaxPageSize, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, load := range []struct {
+		name string
+		run  func(db dbpool.DB) (map[chat.PageKey]chat.MessagePage, error)
+	}{
+		{"MessagePages", func(db dbpool.DB) (map[chat.PageKey]chat.MessagePage, error) {
+			return chat.MessagePages(t.Context(), db, w.bob.ID, keys)
+		}},
+		{"ConversationPages", func(db dbpool.DB) (map[chat.PageKey]chat.MessagePage, error) {
+			return chat.ConversationPages(t.Context(), db, w.bob.ID, inbox.Conversations, keys, nil)
+		}},
+	} {
+		want, err := load.run(w.db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := load.run(reversedRows{w.db})
+		if err != nil {
+			t.Fatalf("%s in reverse: %v", load.name, err)
+		}
+		for _, k := range keys {
+			g, wp := got[k], want[k]
+			if !slices.Equal(messageIDs(g.Messages), messageIDs(wp.Messages)) || g.HasNext != wp.HasNext {
+				t.Errorf("%s: %+v: rows in reverse give %v (HasNext %v), in PostgreSQL's order %v (%v)", load.name, k,
+					messageIDs(g.Messages), g.HasNext, messageIDs(wp.Messages), wp.HasNext)
+			}
+		}
+	}
+	if p := (func() chat.MessagePage {
+		pages, _ := chat.MessagePages(t.Context(), reversedRows{w.db}, w.bob.ID, keys[:1])
+		return pages[keys[0]]
+	})(); !p.HasNext || len(p.Messages) != 1 || p.Messages[0].ID != newest.ID {
+		t.Errorf("first page of one in reverse: %v (HasNext %v), want the newest, %s, and a next page", messageIDs(p.Messages), p.HasNext, newest.ID)
+	}
+}
+
+// reversedRows runs the pages statements with their rows in the worst
+// order for a page: by key position descending, then by seq ascending (the
+// statements name those columns idx and seq). Other statements (the
+// authors') run as they are.
+type reversedRows struct{ dbpool.DB }
+
+func (r reversedRows) Rows(ctx context.Context, sql string, args []any, read func(pgx.Rows) error) error {
+	if strings.Contains(sql, "AS k(conv, lim, before_seq, idx)") {
+		sql = "SELECT * FROM (" + sql + ") AS q ORDER BY q.idx DESC, q.seq"
+	}
+	return r.DB.Rows(ctx, sql, args, read)
 }

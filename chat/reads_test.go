@@ -15,8 +15,10 @@ func TestReads(t *testing.T) {
 	t.Run("UnreadCounts", func(t *testing.T) { testUnreadCounts(t, w) })
 	t.Run("MessagePages", func(t *testing.T) { testMessagePages(t, w) })
 	t.Run("ConversationPages", func(t *testing.T) { testConversationPages(t, w) })
+	t.Run("pages in any row order", func(t *testing.T) { testPagesInAnyRowOrder(t, w) })
 	t.Run("LastMessages", func(t *testing.T) { testLastMessages(t, w) })
 	t.Run("AnnouncedMessages", func(t *testing.T) { testAnnouncedMessages(t, w) })
 	t.Run("UsersByID", func(t *testing.T) { testUsersByID(t, w) })
+	t.Run("UserByID", func(t *testing.T) { testUserByID(t, w) })
 	t.Run("bad input", func(t *testing.T) { testReadsRefuseBadInput(t, w) })
 }

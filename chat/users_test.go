@@ -62,6 +62,22 @@ func testUsersByID(t *testing.T, w *world) {
 	}
 }
 
+// testUserByID: the viewer check's lookup of one user finds any user, and
+// says plainly when there is none.
+func testUserByID(t *testing.T, w *world) {
+	t.Parallel()
+	for _, u := range []chat.User{w.alice, w.dave} {
+		got, ok, err := chat.UserByID(t.Context(), w.db, u.ID)
+		if err != nil || !ok || !sameUser(got, u) {
+			t.Errorf("UserByID(%s) = %+v, %v, %v; want %+v", u.DisplayName, got, ok, err, u)
+		}
+	}
+	got, ok, err := chat.UserByID(t.Context(), w.db, uuid.NewString())
+	if err != nil || ok {
+		t.Errorf("UserByID(unknown) = %+v, %v, %v; want not found and no error", got, ok, err)
+	}
+}
+
 // testProvision: the first request of an identity creates its user, later
 // ones get the same user; an email another account has (in any case) is
 // ErrConflict and creates nobody.
